@@ -83,6 +83,4 @@ class MissingDependencyError(TrackingError, ImportError):
     """An optional dependency needed for this feature is not installed."""
 
     def __init__(self, package: str, feature: str) -> None:
-        super().__init__(
-            f"{feature} needs the package {package!r}: pip install {package}"
-        )
+        super().__init__(f"{feature} needs the package {package!r}: pip install {package}")

