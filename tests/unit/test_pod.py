@@ -446,7 +446,7 @@ def test_corrupt_or_foreign_directories_are_refused(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "0.json").write_text("[]")
-    with pytest.raises(StoreError, match="no _pod_meta.json"):
+    with pytest.raises(StoreError, match=r"no _pod_meta\.json"):
         POD(foreign)
 
     pod = POD(tmp_path / "p")
@@ -471,8 +471,12 @@ def test_stale_temp_files_are_ignored_and_cleaned(tmp_path: Path) -> None:
     pod = POD(tmp_path / "p")
     pod["a"] = 1
     pod.sync()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(dead.stdout)
     debris = tmp_path / "p" / f".0.json.{dead_pid}.abc123.tmp"
     debris.write_text('[[0,"a",')
