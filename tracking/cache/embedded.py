@@ -58,6 +58,10 @@ Ownership: who stops the server
     A process forked from the owner (a prefork pool child) does not own the
     server: it neither stops it nor counts it as its own, and attaches to it
     like any other process.
+
+    The socket is created with mode 0700: only processes of the same user
+    can connect. Processes running as other users, or on other machines,
+    need a real Redis (`TRACKING_REDIS_URL`), as does production.
 """
 
 from __future__ import annotations
@@ -205,12 +209,18 @@ def _pid_alive(pid: int) -> bool:
     return state not in {"Z", "X"}
 
 
-def _is_redis_server(pid: int) -> bool:
+def _serves_dir(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live redis-server working in `data_dir`.
+
+    redis-server changes into its `--dir`, so its cwd identifies it even
+    when it does not answer yet; a pid reused by any other process fails.
+    """
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return False
-    return b"redis-server" in cmdline
+    return b"redis-server" in cmdline and cwd == data_dir and _pid_alive(pid)
 
 
 def _log_tail(log_path: Path) -> str:
@@ -373,7 +383,7 @@ def _find_running_server(data_dir: Path, timeout: float) -> tuple[int, Path] | N
             pid = _probe(socket_path, data_dir)
             if pid is not None:
                 return pid, socket_path
-        if record is None or not (_pid_alive(record.pid) and _is_redis_server(record.pid)):
+        if record is None or not _serves_dir(record.pid, data_dir):
             return None
         if time.monotonic() > deadline:
             raise CacheError(
