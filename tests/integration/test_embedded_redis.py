@@ -421,3 +421,31 @@ def test_record_naming_another_live_server_is_ignored(
         client = redis.Redis.from_url(url)
         assert int(client.info("server")["process_id"]) != other.pid
         client.close()
+
+
+def _forked_child(data_dir: Path, server: EmbeddedRedis) -> None:
+    """In a child forked from the owner: attach, write, try to stop; exit 0."""
+    url = ensure_embedded_redis(data_dir)
+    client = redis.Redis.from_url(url)
+    client.set("from-fork", "yes")
+    client.close()
+    server.stop()  # not ours: must only forget it
+    stop_owned_servers()
+    sys.exit(0 if url == server.url else 3)
+
+
+def test_forked_child_attaches_and_does_not_stop_the_server(data_dir: Path) -> None:
+    import multiprocessing
+
+    with EmbeddedRedis(data_dir) as server:
+        child = multiprocessing.get_context("fork").Process(
+            target=_forked_child, args=(data_dir, server)
+        )
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert server.running
+        assert json.loads((data_dir / STATE_FILENAME).read_text())["pid"] == server.pid
+        client = server.client(decode_responses=True)
+        assert client.get("from-fork") == "yes"
+        client.close()
