@@ -14,6 +14,8 @@ Fixtures:
 * ``mongo_server`` (session): the :class:`MongoTestServer` we started, or
   None when the URL came from the environment (tests that stop a server
   start their own instead).
+* ``mongo_private_server`` (function): a separate server for tests that
+  stop or break it (started even when ``$TRACKING_TEST_MONGO_URL`` is set).
 * ``mongo_db_name`` (function): a fresh database name per test; the test's
   database is dropped afterwards, and nothing else is touched.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -36,11 +39,30 @@ from tests.support.mongo_env import (
 URL_ENV_VAR = "TRACKING_TEST_MONGO_URL"
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     """Skip locally, fail in CI (where the Mongo tests are mandatory)."""
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so the Mongo tests must run, but: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def _venv_python() -> str:
+    """The test-server venv's Python, or skip/fail (see :func:`_unavailable`)."""
+    try:
+        return str(ensure_venv())
+    except MongoEnvUnavailable as exc:
+        _unavailable(str(exc))
+    except MongoEnvError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _started(python: str) -> MongoTestServer:
+    server = MongoTestServer(python)
+    try:
+        server.start()
+    except MongoEnvError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -49,18 +71,17 @@ def mongo_server() -> Iterator[MongoTestServer | None]:
     if os.environ.get(URL_ENV_VAR):
         yield None
         return
+    server = _started(_venv_python())
     try:
-        python = ensure_venv()
-    except MongoEnvUnavailable as exc:
-        _unavailable(str(exc))
-        return  # unreachable: skip/fail raise
-    except MongoEnvError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    server = MongoTestServer(python)
-    try:
-        server.start()
-    except MongoEnvError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mongo_private_server() -> Iterator[MongoTestServer]:
+    """A test server of this test's own, which the test may stop."""
+    server = _started(_venv_python())
     try:
         yield server
     finally:
