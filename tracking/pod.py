@@ -611,6 +611,14 @@ class PersistentOrderedDict(MutableMapping[str, Any]):
         """Whether data files are gzipped, as stored in the metadata."""
         return self._core.gzipped
 
+    def peek(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key`` (or ``default``) *without* marking it dirty.
+
+        For read-only access, where ``pod[key]`` would cause a needless
+        rewrite of the key's file at the next sync.
+        """
+        return self._core.values.get(_norm_key(key), default)
+
     def dirty(self) -> set[str]:
         """The keys currently marked out of sync (a copy)."""
         return set(self._core.dirty)
