@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     )
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Every process (worker, beat, web app, CLI) must find the same
+        # embedded server and file store, whatever its working directory.
+        return value.expanduser().resolve()
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix_is_plain(cls, value: str) -> str:
@@ -60,7 +67,7 @@ class Settings(BaseSettings):
         """The store URL, defaulting to the file store under ``data_dir``."""
         if self.store_url:
             return self.store_url
-        return f"file://{(self.data_dir / 'store').resolve()}"
+        return f"file://{self.data_dir / 'store'}"
 
 
 @lru_cache(maxsize=1)

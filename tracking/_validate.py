@@ -94,7 +94,7 @@ def validate_event(
         raise InvalidEventError(
             f"event data must be a dict (JSON object), not {type(data).__name__}"
         )
-    if _depth(data) > max_depth:
+    if nesting_depth(data) > max_depth:
         raise InvalidEventError(f"event data is nested deeper than {max_depth} levels")
     try:
         encoded = json.dumps(data, allow_nan=False, separators=(",", ":"))
@@ -105,7 +105,7 @@ def validate_event(
     return data
 
 
-def _depth(value: object) -> int:
+def nesting_depth(value: object) -> int:
     """Nesting depth of containers (iterative: no recursion limit on hostile input)."""
     deepest = 0
     stack: list[tuple[object, int]] = [(value, 1)]

@@ -167,7 +167,7 @@ class TimeLimiter(BaseLimiter):
             raise TrackingValueError("interval must be positive")
         check_number(seconds, "interval")
         self._initial_start = start
-        self.interval_seconds = seconds
+        self.interval_seconds = float(seconds)
         self.start: float = start
 
     @property

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, StrictBool, StrictFloat, 
 from pydantic import ValidationError as PydanticValidationError
 
 from tracking import conditions as cond
+from tracking._validate import nesting_depth
 from tracking.errors import InvalidSpecError, TrackingError
 from tracking.limiters import BaseLimiter, CountLimiter, TimeLimiter
 from tracking.model import TrackerDefinition, TrackerState
@@ -163,9 +164,9 @@ def _parse(spec: object, registry: dict[str, Any], what: str) -> tuple[Any, Any,
     return model, builder, target_cls
 
 
-def condition_from_spec(spec: Spec, _depth: int = 0) -> cond.BaseCondition:
+def condition_from_spec(spec: Spec) -> cond.BaseCondition:
     """Build a condition from its JSON spec."""
-    if _depth > _MAX_NESTING:
+    if nesting_depth(spec) > 2 * _MAX_NESTING:
         raise InvalidSpecError(f"conditions are nested deeper than {_MAX_NESTING} levels")
     model, builder, target_cls = _parse(spec, _CONDITIONS, "condition")
     try:
