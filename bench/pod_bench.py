@@ -220,7 +220,7 @@ def main() -> None:
             "tastypy 0.0.3: in-place writes, no fsync",
             "tmp dirs live on the file system of the system temp directory",
             "touch_sync touches every 10th key, so every data file is dirty (a full rewrite)",
-            "tastypy load: shared per-path state cleared first (0.0.3's clone=False skips the read)",
+            "tastypy load: shared per-path state cleared first (0.0.3 clone=False skips reads)",
         ],
     }
     try:
