@@ -65,7 +65,13 @@ from tracking.spec import (
     limiter_from_spec,
     tracker_from_spec,
 )
-from tracking.store import DataStore, MemoryDataStore, TrackerRecord
+from tracking.store import (
+    DataStore,
+    FileDataStore,
+    MemoryDataStore,
+    TrackerRecord,
+    store_from_url,
+)
 from tracking.trackers import AccumulationTracker, BaseTracker, CountTracker
 
 __version__ = "0.1.0"
@@ -93,6 +99,7 @@ __all__ = [
     "CountTracker",
     "DataCache",
     "DataStore",
+    "FileDataStore",
     "GroupIdAlreadySetError",
     "InvalidEventError",
     "InvalidSpecError",
@@ -135,5 +142,6 @@ __all__ = [
     "condition_from_spec",
     "from_spec",
     "limiter_from_spec",
+    "store_from_url",
     "tracker_from_spec",
 ]

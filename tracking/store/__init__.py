@@ -1,6 +1,15 @@
-"""Durable stores behind the cache."""
+"""Durable stores behind the cache, chosen by URL scheme (``store_from_url``)."""
 
 from tracking.store.base import DataStore, TrackerRecord
+from tracking.store.file import FileDataStore
 from tracking.store.memory import MemoryDataStore
+from tracking.store.registry import register_store, store_from_url
 
-__all__ = ["DataStore", "MemoryDataStore", "TrackerRecord"]
+__all__ = [
+    "DataStore",
+    "FileDataStore",
+    "MemoryDataStore",
+    "TrackerRecord",
+    "register_store",
+    "store_from_url",
+]
