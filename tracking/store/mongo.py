@@ -11,6 +11,9 @@ Layout (database from the URL or ``"tracking"``, collection ``"trackers"``)::
   record's identity; a TTL index on ``expire_at`` (``expireAfterSeconds=0``)
   lets the server delete expired records by itself. Reads filter on
   ``expire_ts`` too, because the TTL monitor runs only every minute.
+  The server deletes by its wall clock, whatever ``now`` a caller passes
+  to :meth:`~MongoDBDataStore.load_group`: a record expired in real time
+  is gone for good, even for a read "as of" an earlier instant.
 * :meth:`MongoDBDataStore.save` is one unordered ``bulk_write`` of
   conditional upserts that never replace a higher ``seq`` (see there).
 * Indexes are created idempotently on first use, so the constructor does
