@@ -156,6 +156,35 @@ def step(
     return result
 
 
+def roll_period(
+    definition: TrackerDefinition, state: TrackerState, period_start: int, now: float
+) -> Fired | None:
+    """Move a periodic tracker into the period starting at ``period_start``.
+
+    A state not yet anchored to a period is anchored without a reset. A
+    state of an earlier period is reset by the period's policy (``PROGRESS``
+    also restarts the stages and reopens a completed tracker; ``LIMITER``
+    refills and reopens the limiters) and RESET fires. The same period twice
+    changes nothing, which makes the beat job idempotent.
+    """
+    if definition.period is None or state.period == period_start:
+        return None
+    if state.period is None:
+        state.period = period_start
+        return None
+    if state.period > period_start:  # a caller's clock behind the recorded period
+        return None
+    state.period = period_start
+    policy = ResetPolicy(definition.period.reset_policy)
+    if policy & ResetPolicy.PROGRESS:
+        state.stage = 0
+        state.completed = False
+    apply_reset_policy(definition, state, policy, now)
+    if _exhausted_count_limiter(definition, state) is not None:
+        state.limited = True
+    return Fired(EVENT_TRACKER_RESET, definition.name, state.stage, state.progress)
+
+
 def reset(
     definition: TrackerDefinition, state: TrackerState, policy: ResetPolicy | None, now: float
 ) -> Fired:

@@ -19,6 +19,7 @@ from tracking._validate import canonical_json, check_bool, check_name, check_num
 from tracking.conditions import BaseCondition
 from tracking.errors import TrackingTypeError, TrackingValueError
 from tracking.limiters import BaseLimiter, CountLimiter, TimeLimiter
+from tracking.periods import ResetPeriod
 
 Number = int | float
 TrackerKind = Literal["count", "accumulation"]
@@ -80,6 +81,7 @@ class TrackerDefinition:
     reset_policy: ResetPolicy = ResetPolicy.DEFAULT
     loop_forever: bool = False
     init_progress: Number = 0
+    period: ResetPeriod | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
@@ -102,6 +104,10 @@ class TrackerDefinition:
                 raise TrackingTypeError("AccumulationTracker needs key, a non-empty str")
         elif self.key is not None:
             raise TrackingValueError("only an AccumulationTracker has a key")
+        if self.period is not None and not isinstance(self.period, ResetPeriod):
+            raise TrackingTypeError(
+                f"reset_period must be a ResetPeriod, not {type(self.period).__name__}"
+            )
 
     def to_spec(self) -> dict[str, Any]:
         """The JSON spec (``type`` is the dictrack class name)."""
@@ -117,6 +123,8 @@ class TrackerDefinition:
         }
         if self.key is not None:
             spec["key"] = self.key
+        if self.period is not None:
+            spec["reset_period"] = self.period.to_spec()
         return spec
 
     def content_hash(self) -> str:
@@ -149,10 +157,13 @@ class TrackerState:
     completed: bool = False
     limited: bool = False
     limits: list[float] = field(default_factory=list)
+    #: Start (epoch seconds) of the calendar period this state belongs to;
+    #: None until a periodic tracker sees its first event.
+    period: int | None = None
 
     def copy(self) -> TrackerState:
         return TrackerState(
-            self.progress, self.stage, self.completed, self.limited, list(self.limits)
+            self.progress, self.stage, self.completed, self.limited, list(self.limits), self.period
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -162,6 +173,7 @@ class TrackerState:
             "completed": self.completed,
             "limited": self.limited,
             "limits": list(self.limits),
+            "period": self.period,
         }
 
     @classmethod
@@ -174,13 +186,20 @@ class TrackerState:
             stage=int(check_number(data.get("stage", 0), "state.stage", minimum=0)),
             completed=check_bool(data.get("completed", False), "state.completed"),
             limited=check_bool(data.get("limited", False), "state.limited"),
-            limits=[float(check_number(v, "state.limits")) for v in data.get("limits", [])],
+            limits=[check_number(v, "state.limits") for v in data.get("limits", [])],
+            period=_optional_int(data.get("period"), "state.period"),
         )
         if len(state.limits) != len(definition.limiters):
             raise TrackingValueError("state.limits does not match the tracker's limiters")
         if state.stage >= len(definition.targets):
             raise TrackingValueError("state.stage is beyond the tracker's targets")
         return state
+
+
+def _optional_int(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    return int(check_number(value, what))
 
 
 def limiter_kind(limiter: BaseLimiter) -> Literal["count", "time"]:

@@ -23,6 +23,7 @@ from tracking._validate import nesting_depth
 from tracking.errors import InvalidSpecError, TrackingError
 from tracking.limiters import BaseLimiter, CountLimiter, TimeLimiter
 from tracking.model import TrackerDefinition, TrackerState
+from tracking.periods import period_from_spec
 from tracking.trackers import AccumulationTracker, BaseTracker, CountTracker
 
 Spec = dict[str, Any]
@@ -82,6 +83,7 @@ class _TrackerSpec(_Model):
     reset_policy: StrictInt = 2
     loop_forever: StrictBool = False
     init_progress: StrictNumber = 0
+    reset_period: dict[str, Any] | None = None
     group_id: str | None = None
     state: dict[str, Any] | None = None
 
@@ -225,6 +227,9 @@ def tracker_from_spec(spec: Spec, group_id: str | None = None) -> BaseTracker:
             "reset_policy": model.reset_policy,
             "loop_forever": model.loop_forever,
             "init_progress": model.init_progress,
+            "reset_period": None
+            if model.reset_period is None
+            else period_from_spec(model.reset_period),
         }
         if target_cls is AccumulationTracker:
             if model.key is None:

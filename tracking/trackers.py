@@ -16,7 +16,7 @@ from typing import Any
 
 from tracking._validate import check_name, check_number, validate_event
 from tracking.conditions import MISSING, BaseCondition, lookup
-from tracking.engine import Fired, StepResult, step
+from tracking.engine import Fired, StepResult, roll_period, step
 from tracking.engine import reset as engine_reset
 from tracking.errors import (
     GroupIdAlreadySetError,
@@ -42,6 +42,7 @@ from tracking.model import (
     check_reset_policy,
     normalise_targets,
 )
+from tracking.periods import ResetPeriod
 
 Listener = Callable[[BaseEvent], Any]
 
@@ -98,6 +99,7 @@ class BaseTracker:
         init_progress: Number = 0,
         *,
         key: str | None = None,
+        reset_period: ResetPeriod | None = None,
     ) -> None:
         if group_id is not None:
             check_name(group_id, "group_id")
@@ -111,6 +113,7 @@ class BaseTracker:
             reset_policy=check_reset_policy(reset_policy),
             loop_forever=loop_forever,
             init_progress=check_number(init_progress, "init_progress"),
+            period=reset_period,
         )
         self._bind(definition, definition.initial_state(), group_id)
 
@@ -235,12 +238,33 @@ class BaseTracker:
         """Apply one event to this tracker alone and notify its listeners."""
         validate_event(data)
         delta = self.delta_for(data)
+        now = time.time() if now is None else now
+        rolled = self.roll_period(now)
         if delta is None:
-            return StepResult()
-        result = step(self._definition, self._state, delta, time.time() if now is None else now)
+            return StepResult(changed=rolled is not None, fired=[rolled] if rolled else [])
+        result = step(self._definition, self._state, delta, now)
         for fired in result.fired:
             self._dispatch(self.event_for(fired, self._group_id or ""))
+        if rolled is not None:
+            result.changed = True
+            result.fired.insert(0, rolled)
         return result
+
+    @property
+    def reset_period(self) -> ResetPeriod | None:
+        """The calendar period at whose boundaries this tracker resets, if any."""
+        return self._definition.period
+
+    def roll_period(self, now: float | None = None) -> Fired | None:
+        """Reset the tracker if a new calendar period began (see ResetPeriod)."""
+        period = self._definition.period
+        if period is None:
+            return None
+        now = time.time() if now is None else now
+        fired = roll_period(self._definition, self._state, period.start_of(now), now)
+        if fired is not None:
+            self._dispatch(self.event_for(fired, self._group_id or ""))
+        return fired
 
     def reset(self, reset_policy: int | None = None, now: float | None = None) -> None:
         """Reset with ``reset_policy`` (default the tracker's own) and fire RESET."""
@@ -335,9 +359,19 @@ class CountTracker(BaseTracker):
         reset_policy: int = ResetPolicy.DEFAULT,
         loop_forever: bool = False,
         init_progress: Number = 0,
+        *,
+        reset_period: ResetPeriod | None = None,
     ) -> None:
         super().__init__(
-            name, conditions, target, group_id, limiters, reset_policy, loop_forever, init_progress
+            name,
+            conditions,
+            target,
+            group_id,
+            limiters,
+            reset_policy,
+            loop_forever,
+            init_progress,
+            reset_period=reset_period,
         )
 
 
@@ -362,6 +396,8 @@ class AccumulationTracker(BaseTracker):
         reset_policy: int = ResetPolicy.DEFAULT,
         loop_forever: bool = False,
         init_progress: Number = 0,
+        *,
+        reset_period: ResetPeriod | None = None,
     ) -> None:
         if not isinstance(key, str):
             raise TrackingTypeError(f"key must be a str, not {type(key).__name__}")
@@ -375,6 +411,7 @@ class AccumulationTracker(BaseTracker):
             loop_forever,
             init_progress,
             key=key,
+            reset_period=reset_period,
         )
 
     @property
