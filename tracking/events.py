@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from tracking._validate import canonical_json
-
 if TYPE_CHECKING:
     from tracking.limiters import BaseLimiter
     from tracking.trackers import BaseTracker
@@ -39,9 +37,18 @@ EVENT_ALL: list[int] = list(EVENT_NAMES)
 
 
 def make_event_id(source_id: str, group_id: str, name: str, code: int, index: int) -> str:
-    """Deterministic id of the ``index``-th event an operation fired for a tracker."""
-    raw = canonical_json([source_id, group_id, name, code, index])
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    """Deterministic id of the ``index``-th event an operation fired for a tracker.
+
+    SHA-1 (first 32 hex digits) of the length-prefixed UTF-8 parts
+    ``len:source|len:group|len:name|code|index``. SHA-1 because the Redis
+    scripts compute the same id atomically with ``redis.sha1hex`` (Redis Lua
+    has no SHA-256); the length prefixes (in bytes) make the encoding
+    unambiguous whatever the strings contain. The id only has to be stable
+    and collision-free among events, not secret.
+    """
+    parts = [s.encode() for s in (source_id, group_id, name)]
+    raw = b"|".join(b"%d:%s" % (len(p), p) for p in parts) + b"|%d|%d" % (code, index)
+    return hashlib.sha1(raw).hexdigest()[:32]
 
 
 class BaseEvent:

@@ -1,0 +1,30 @@
+-- install.lua: install a group loaded from the store, only if it is absent.
+--
+-- KEYS[1..6]: the group keys (state, meta, dedupe zset, dedupe hash, outbox,
+--             removed), see lib.lua.
+-- ARGV[1] TTL grace in seconds (see retime in lib.lua)
+-- ARGV[2..] quads: tracker name, definition hash, packed state, expire_at ("" = none)
+--
+-- Returns 1 if installed (version 1, not dirty: the store already holds it),
+-- 0 if the group was already there (nothing changes). Concurrent cold loads
+-- of one group therefore install it exactly once.
+
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local n = 0
+local meta = { F_VERSION, '1' }
+local states = {}
+for i = 2, #ARGV, 4 do
+  n = n + 1
+  local value = ARGV[i + 1] .. ',' .. n
+  if ARGV[i + 3] ~= '' then value = value .. ',' .. ARGV[i + 3] end
+  meta[#meta + 1] = ARGV[i]
+  meta[#meta + 1] = value
+  states[#states + 1] = ARGV[i]
+  states[#states + 1] = ARGV[i + 2]
+end
+meta[#meta + 1] = F_ORD
+meta[#meta + 1] = tostring(n)
+redis.call('HSET', KEYS[2], unpack(meta))
+if #states > 0 then redis.call('HSET', KEYS[1], unpack(states)) end
+retime(tonumber(ARGV[1]))
+return 1

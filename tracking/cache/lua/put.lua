@@ -1,0 +1,54 @@
+-- put.lua: add trackers, or with replace add-or-replace them, atomically.
+--
+-- KEYS[1..6]: the group keys (state, meta, dedupe zset, dedupe hash, outbox,
+--             removed), see lib.lua.
+-- ARGV[1] source id (outbox event ids)
+-- ARGV[2] group id
+-- ARGV[3] "1" to replace existing trackers, "0" to refuse a clash
+-- ARGV[4] TTL grace in seconds (see retime in lib.lua)
+-- ARGV[5..] quads: tracker name, definition hash, packed state, expire_at ("" = none)
+--
+-- Without replace, an existing name returns {"conflict", name} and nothing
+-- changes. Otherwise a missing group is created (version 1), trackers are
+-- written (a replaced tracker keeps its place in the order), tombstones of
+-- those names are dropped, the version is bumped, the group marked dirty,
+-- ADDED queued for each new tracker, and {"ok", version, fired lines} is
+-- returned with fired lines "code\tstage\tprogress\tlimiter\tname".
+
+redis.replicate_commands()
+local now, now_us = clock()
+local replace = ARGV[3] == '1'
+if not replace then
+  for i = 5, #ARGV, 4 do
+    if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return { 'conflict', ARGV[i] } end
+  end
+end
+if redis.call('HEXISTS', KEYS[2], F_VERSION) == 0 then
+  redis.call('HSET', KEYS[2], F_VERSION, '1')
+end
+local fired_list = {}
+for i = 5, #ARGV, 4 do
+  local name, hash, packed, expire = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local old = redis.call('HGET', KEYS[2], name)
+  local ord
+  if old then
+    local _, o = unpack_meta(old)
+    ord = o
+  else
+    ord = redis.call('HINCRBY', KEYS[2], F_ORD, 1)
+    local st = unpack_state(packed)
+    fired_list[#fired_list + 1] = fired(EV_ADDED, name, st, nil)
+  end
+  local value = hash .. ',' .. ord
+  if expire ~= '' then value = value .. ',' .. expire end
+  redis.call('HSET', KEYS[2], name, value)
+  redis.call('HSET', KEYS[1], name, packed)
+  redis.call('SREM', KEYS[6], name)
+end
+local version = bump_version()
+mark_dirty(now_us)
+queue(ARGV[1], ARGV[2], fired_list, now)
+retime(tonumber(ARGV[4]))
+local lines = {}
+for _, f in ipairs(fired_list) do lines[#lines + 1] = fired_line(f) .. '\t' .. f.name end
+return { 'ok', version, table.concat(lines, '\n') }
