@@ -48,6 +48,28 @@ class Settings(BaseSettings):
         description="Import paths of follow-up event handlers (module:function).",
     )
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # -- Celery service (celery_app/, tasks/) ----------------------------------
+    drain_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often beat drains the event outbox to the broker."
+    )
+    sweep_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often beat runs the expiry sweep and reset_due."
+    )
+    task_max_retries: int = Field(
+        default=8, ge=0, description="Retries of a task after a backend (Redis/store) error."
+    )
+    retry_backoff_max_seconds: int = Field(
+        default=300, ge=1, description="Cap of the exponential retry backoff (with jitter)."
+    )
+    visibility_timeout_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="Redis broker: seconds before an unacknowledged task is redelivered; "
+        "kept above the longest retry countdown.",
+    )
+    prefetch_multiplier: int = Field(
+        default=1, ge=1, description="Celery worker_prefetch_multiplier (raise for hot queues)."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -1,0 +1,168 @@
+"""The Celery configuration, as data, computed from :class:`config.Settings`.
+
+``celery_app.app`` loads this module with ``config_from_object``. Every
+value is plain data derived from the ``TRACKING_*`` settings by
+:func:`build_config`, so tests, the benchmark and the demo can build the
+same configuration for other settings (see ``celery_app.app.configure``).
+
+Why each choice (see DESIGN.md, "Celery conventions"):
+
+- JSON only: nothing read from a message can execute code.
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is
+  acknowledged after it ran, so a worker killed mid-task gets it
+  redelivered; the engine deduplicates by event id, so the effect is
+  exactly once.
+- ``worker_prefetch_multiplier`` 1 by default: a dying worker holds back
+  at most one message per process (``TRACKING_PREFETCH_MULTIPLIER`` raises
+  it for hot tracking queues; redelivery stays safe thanks to dedupe).
+- Redis broker ``visibility_timeout`` above the longest countdown (the
+  retry backoff cap), or a retried task would be redelivered twice.
+- Task events on (``worker_send_task_events``, ``task_send_sent_event``)
+  so Flower lists workers and tasks.
+- No result backend by default, and ``track``/``track_many`` ignore
+  results: no result traffic on the hot path.
+- Queues by role, routes and the beat schedule as data.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from kombu.entity import Exchange, Queue
+
+from config.settings import Settings, get_settings
+
+#: Queues by role. A worker started by ``tracking worker`` consumes all of
+#: them; production may run dedicated workers per queue.
+QUEUE_TRACKING = "tracking"
+QUEUE_ADMIN = "admin"
+QUEUE_EVENTS = "events"
+QUEUE_MAINTENANCE = "maintenance"
+QUEUES = (QUEUE_TRACKING, QUEUE_ADMIN, QUEUE_EVENTS, QUEUE_MAINTENANCE)
+
+#: Task name -> queue. Names are stable public API (``send_task`` by name
+#: works from any process without importing ``tasks``).
+TASK_QUEUES: dict[str, str] = {
+    "tasks.track": QUEUE_TRACKING,
+    "tasks.track_many": QUEUE_TRACKING,
+    "tasks.add_tracker": QUEUE_ADMIN,
+    "tasks.add_trackers": QUEUE_ADMIN,
+    "tasks.update_tracker": QUEUE_ADMIN,
+    "tasks.remove_tracker": QUEUE_ADMIN,
+    "tasks.reset": QUEUE_ADMIN,
+    "tasks.events.dispatch_event": QUEUE_EVENTS,
+    "tasks.drain_outbox": QUEUE_MAINTENANCE,
+    "tasks.flush_dirty": QUEUE_MAINTENANCE,
+    "tasks.expire_sweep": QUEUE_MAINTENANCE,
+    "tasks.reset_due": QUEUE_MAINTENANCE,
+    "tasks.noop": QUEUE_TRACKING,
+}
+
+
+def broker_url(settings: Settings) -> str:
+    """``TRACKING_BROKER_URL``, else the embedded Redis over its unix socket.
+
+    Resolving the embedded URL attaches to the server serving
+    ``data_dir`` or starts one (owned by this process), see
+    :mod:`tracking.cache.embedded`.
+    """
+    if settings.broker_url and settings.broker_url.strip():
+        return settings.broker_url.strip()
+    from tracking.cache.embedded import (  # noqa: PLC0415 - only without a broker URL
+        broker_url_from_redis_url,
+        redis_url_from_settings,
+    )
+
+    return broker_url_from_redis_url(redis_url_from_settings(settings.redis_url, settings.data_dir))
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The periodic jobs. Each is idempotent: beat may fire twice or late.
+
+    ``expires`` drops a job that waited longer than its own period in the
+    queue (the next one does the same work), so a stalled maintenance
+    queue never piles up copies.
+    """
+    flush = settings.flush_interval_seconds
+    drain = settings.drain_interval_seconds
+    sweep = settings.sweep_interval_seconds
+    return {
+        "flush-dirty": {
+            "task": "tasks.flush_dirty",
+            "schedule": timedelta(seconds=flush),
+            "options": {"queue": QUEUE_MAINTENANCE, "expires": max(flush, 1.0)},
+        },
+        "drain-outbox": {
+            "task": "tasks.drain_outbox",
+            "schedule": timedelta(seconds=drain),
+            "options": {"queue": QUEUE_MAINTENANCE, "expires": max(drain, 1.0)},
+        },
+        "expire-sweep": {
+            "task": "tasks.expire_sweep",
+            "schedule": timedelta(seconds=sweep),
+            "options": {"queue": QUEUE_MAINTENANCE, "expires": max(sweep, 1.0)},
+        },
+        "reset-due": {
+            "task": "tasks.reset_due",
+            "schedule": timedelta(seconds=sweep),
+            "options": {"queue": QUEUE_MAINTENANCE, "expires": max(sweep, 1.0)},
+        },
+    }
+
+
+def build_config(settings: Settings) -> dict[str, Any]:
+    """The whole Celery configuration for ``settings``, as a plain dict."""
+    url = broker_url(settings)
+    transport_options: dict[str, Any] = {}
+    if url.startswith(("redis", "rediss")):
+        # Longest countdown is the retry backoff cap; keep a wide margin.
+        transport_options["visibility_timeout"] = max(
+            settings.visibility_timeout_seconds, 2 * settings.retry_backoff_max_seconds
+        )
+    elif url.startswith(("amqp", "pyamqp")):
+        # Publisher confirms: publish returns once RabbitMQ has the message,
+        # which is what lets drain_outbox acknowledge the outbox afterwards.
+        transport_options["confirm_publish"] = True
+    exchange = Exchange("tracking", type="direct")  # type: ignore[no-untyped-call]
+    return {
+        "broker_url": url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": False,
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": settings.prefetch_multiplier,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": QUEUE_TRACKING,
+        "task_queues": tuple(
+            Queue(name, exchange, routing_key=name)  # type: ignore[no-untyped-call]
+            for name in QUEUES
+        ),
+        "task_default_exchange": "tracking",
+        "task_default_routing_key": QUEUE_TRACKING,
+        "task_routes": {
+            name: {"queue": queue, "routing_key": queue} for name, queue in TASK_QUEUES.items()
+        },
+        "beat_schedule": beat_schedule(settings),
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def _export(config: dict[str, Any]) -> None:
+    globals().update(config)
+
+
+# Module-level names are what ``config_from_object("celery_app.celeryconfig")``
+# reads. They are computed when Celery first needs its configuration, not
+# when ``celery_app`` is imported.
+_export(build_config(get_settings()))

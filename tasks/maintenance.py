@@ -1,0 +1,83 @@
+"""Periodic jobs run by celery beat (``maintenance`` queue); all idempotent.
+
+Beat may send a job twice or late; each of these does the work that is due
+*now* and nothing else, so running it again changes nothing:
+
+- ``flush_dirty``: write-behind, dirty groups to the store (a clean group
+  is skipped).
+- ``drain_outbox``: hand fired events to the broker (acknowledged entries
+  are gone; one drain at a time).
+- ``expire_sweep``: remove expired trackers and fire EXPIRED (removed
+  trackers are not found again).
+- ``reset_due``: calendar-period resets, by the engine (see
+  :func:`reset_due`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery_app import metrics, runtime
+from celery_app.app import app
+from tasks.base import TrackingTask
+from tasks.events import _publish_all
+
+#: Groups (or trackers) handled by one run; the rest waits for the next run.
+BATCH_LIMIT = 1000
+
+
+@app.task(base=TrackingTask, bind=True, name="tasks.flush_dirty", ignore_result=True)  # type: ignore[untyped-decorator]
+def flush_dirty(self: TrackingTask, limit: int = BATCH_LIMIT) -> dict[str, Any]:
+    """One write-behind pass over up to ``limit`` dirty groups."""
+    start = time.monotonic()
+    report = runtime.get_manager().flush_dirty(limit)
+    m = metrics.metrics()
+    m.flush_duration.observe(time.monotonic() - start)
+    m.dirty_groups.set(len(report.flushed) + len(report.changed_meanwhile) + len(report.failed))
+    m.last_flush.set(time.time())
+    return {
+        "flushed": len(report.flushed),
+        "changed_meanwhile": len(report.changed_meanwhile),
+        "failed": report.failed,
+    }
+
+
+@app.task(base=TrackingTask, bind=True, name="tasks.drain_outbox", ignore_result=True)  # type: ignore[untyped-decorator]
+def drain_outbox(self: TrackingTask) -> dict[str, Any]:
+    """Publish pending outbox entries as ``dispatch_event`` tasks, then acknowledge them.
+
+    A publish failure raises (retried): unacknowledged entries stay in the
+    outbox, nothing is lost.
+    """
+    report = _publish_all(None)
+    return {
+        "entries": report.entries,
+        "published": report.published,
+        "dropped": report.dropped,
+        "skipped": report.skipped,
+    }
+
+
+@app.task(base=TrackingTask, bind=True, name="tasks.expire_sweep", ignore_result=True)  # type: ignore[untyped-decorator]
+def expire_sweep(self: TrackingTask, limit: int = BATCH_LIMIT) -> int:
+    """Remove expired trackers (EXPIRED events go through the outbox); returns how many."""
+    return len(runtime.get_manager().sweep_expired(limit))
+
+
+@app.task(base=TrackingTask, bind=True, name="tasks.reset_due", ignore_result=True)  # type: ignore[untyped-decorator]
+def reset_due(self: TrackingTask) -> Any:
+    """Calendar-period resets that are due: ``manager.reset_due()`` when the engine has it.
+
+    Contract with the engine: ``TrackingManager.reset_due(limit: int) -> list[TrackerEvent]``
+    rolls over every periodic tracker whose current period ended (state
+    carries the period id; the rollover is keyed by it, so a second call in
+    the same period changes nothing), queues RESET events in the outbox,
+    and returns them. Until the engine provides it, this job does nothing.
+    """
+    manager = runtime.get_manager()
+    method = getattr(manager, "reset_due", None)
+    if method is None:
+        return {"supported": False, "reset": 0}
+    events = method(BATCH_LIMIT)
+    return {"supported": True, "reset": len(events)}
