@@ -1,0 +1,183 @@
+"""The cache contract on :class:`RedisDataCache`, on the server Redis and the embedded one.
+
+Plus what only Redis has: its key layout (one hash tag per group, nothing
+outside the prefix), NOSCRIPT recovery, error wrapping, the group TTL rule,
+index repair and the memory a tracker costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.contract.cache_contract import (
+    CacheContract,
+    CacheFactory,
+    G,
+    count_def,
+    fresh,
+    install,
+)
+from tracking.cache.base import CachedTracker, DataCache, TrackStep
+from tracking.cache.redis import RedisDataCache, pack_state, unpack_state
+from tracking.errors import CacheError
+from tracking.limiters import CountLimiter
+from tracking.model import TrackerState
+
+pytestmark = pytest.mark.redis
+
+
+class RedisFactory(CacheFactory):
+    """Each new cache gets its own key prefix; a peer shares the prefix."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.caches: list[RedisDataCache] = []
+
+    def new(self, **options: Any) -> DataCache:
+        cache = RedisDataCache(self.url, "t" + uuid.uuid4().hex[:8], **options)
+        self.caches.append(cache)
+        return cache
+
+    def peer(self, cache: DataCache) -> DataCache:
+        assert isinstance(cache, RedisDataCache)
+        peer = RedisDataCache(self.url, cache.key_prefix)
+        self.caches.append(peer)
+        return peer
+
+    def cleanup(self) -> None:
+        for cache in self.caches:
+            cache.flush()
+            cache.close()
+
+
+@pytest.fixture
+def redis_factory(redis_url: str) -> Iterator[RedisFactory]:
+    factory = RedisFactory(redis_url)
+    yield factory
+    factory.cleanup()
+
+
+class TestRedisCacheContract(CacheContract):
+    @pytest.fixture
+    def cache_factory(self, redis_factory: RedisFactory) -> CacheFactory:
+        return redis_factory
+
+
+def _keys(client: redis.Redis, prefix: str) -> list[str]:
+    found = [k.decode() for k in client.scan_iter(match="{" + prefix + ":*", count=1000)]
+    return sorted(found + [k.decode() for k in client.scan_iter(match=prefix + ":*", count=1000)])
+
+
+def test_packed_state_round_trips_exactly() -> None:
+    for state in (
+        TrackerState(),
+        TrackerState(progress=0.1 + 0.2, stage=3, completed=True, limited=True, limits=[2, 0.5]),
+        TrackerState(progress=-(2**53), limits=[1e300, -0.0], period=1_700_000_000),
+        TrackerState(progress=1e16, limits=[5e-324]),
+    ):
+        packed = pack_state(state)
+        back = unpack_state(packed)
+        assert back == state
+        assert [type(v) for v in back.limits] == [type(v) for v in state.limits]
+        assert type(back.progress) is type(state.progress)
+
+
+def test_group_keys_share_one_hash_tag(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisDataCache(redis_url, redis_prefix)
+    a = count_def("a", 1, limiters=[CountLimiter(5)])
+    version = install(cache, a, count_def("b"))
+    cache.apply(G, version, [TrackStep(a, 1)], "e1")
+    cache.remove_trackers(G, ["b"], "admin")
+    client = redis.Redis.from_url(redis_url)
+    keys = _keys(client, redis_prefix)
+    group_keys = [k for k in keys if k.startswith("{")]
+    assert {k.split("}")[0] for k in group_keys} == {"{" + redis_prefix + ":" + G}
+    others = [k for k in keys if not k.startswith("{")]
+    assert all(k.startswith(redis_prefix + ":") for k in others)
+    assert any(":def:" in k for k in others)
+    cache.close()
+
+
+def test_noscript_is_recovered(redis_url: str, redis_prefix: str) -> None:
+    """A server without our scripts (restart, failover) gets them loaded on NOSCRIPT."""
+    cache = RedisDataCache(redis_url, redis_prefix)
+    # SCRIPT FLUSH would drop every client's scripts on the shared server, so
+    # give this instance scripts the server has never seen instead.
+    salt = uuid.uuid4().hex
+    for name, source in list(cache._sources.items()):
+        cache._sources[name] = source + f"\n-- {salt}\n"
+        cache._shas[name] = hashlib.sha1(cache._sources[name].encode()).hexdigest()
+    a = count_def("a", 10)
+    assert cache.install_group(G, [fresh(a)])  # a pipeline: SET NX + EVALSHA
+    outcome = cache.apply(G, 1, [TrackStep(a, 1)], "e1")
+    assert outcome.status == "applied" and outcome.states["a"].progress == 1
+    cache.close()
+
+
+def test_connection_errors_are_cache_errors() -> None:
+    cache = RedisDataCache("redis://127.0.0.1:1/0", "tunreachable")
+    with pytest.raises(CacheError) as info:
+        cache.apply(G, 1, [], "e1")
+    assert isinstance(info.value.__cause__, redis.RedisError)
+    with pytest.raises(CacheError):
+        cache.now()
+
+
+def test_group_ttl_follows_the_last_expiry(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisDataCache(redis_url, redis_prefix, expiry_grace=3600)
+    client = redis.Redis.from_url(redis_url)
+    meta_key = "{" + redis_prefix + ":" + G + "}:m"
+    now = cache.now()
+    a, b = count_def("a"), count_def("b")
+    cache.put_trackers(G, [fresh(a, now + 100), fresh(b, now + 200)], "admin")
+    remaining = client.pttl(meta_key) / 1000
+    assert 200 + 3600 - 60 < remaining <= 200 + 3600
+    # a tracker without expiry makes the group persist
+    cache.put_trackers(G, [fresh(count_def("c"))], "admin-2")
+    assert client.pttl(meta_key) == -1
+    cache.remove_trackers(G, ["c"], "admin-3")
+    assert client.pttl(meta_key) > 0
+    # keys created later (dedupe, outbox) get the group's TTL too
+    cache.apply(G, 4, [TrackStep(a, 1)], "e1")
+    assert client.pttl("{" + redis_prefix + ":" + G + "}:d") > 0
+    cache.close()
+
+
+def test_repair_indexes_restores_lost_entries(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisDataCache(redis_url, redis_prefix, index_shards=4)
+    a = count_def("a", 1)
+    now = cache.now()
+    cache.put_trackers(G, [fresh(a, now + 50)], "admin")
+    client = redis.Redis.from_url(redis_url)
+    for key in _keys(client, redis_prefix):
+        if key.startswith(f"{redis_prefix}:w:") or key.startswith(f"{redis_prefix}:e:"):
+            client.delete(key)
+    assert cache.dirty_groups() == [] and cache.outbox() == []
+    assert cache.repair_indexes() == 1
+    assert cache.dirty_groups() == [G]
+    assert len(cache.outbox()) == 1
+    assert [t.definition.name for _, t, _ in cache.expire("s", now=now + 60)] == ["a"]
+    cache.close()
+
+
+def test_memory_per_tracker(redis_url: str, redis_prefix: str) -> None:
+    """State + meta of a tracker cost well under 100 bytes (Redis MEMORY USAGE)."""
+    cache = RedisDataCache(redis_url, redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    n = 50
+    defs = [
+        count_def(f"tracker-{i:03d}", [10, 50, 100], limiters=[CountLimiter(100)]) for i in range(n)
+    ]
+    cache.install_group(G, [CachedTracker(d, d.initial_state()) for d in defs])
+    cache.apply(G, 1, [TrackStep(d, 1) for d in defs], "e1")
+    state_key = "{" + redis_prefix + ":" + G + "}:s"
+    meta_key = "{" + redis_prefix + ":" + G + "}:m"
+    used = client.memory_usage(state_key, samples=0) + client.memory_usage(meta_key, samples=0)
+    assert used / n < 100, f"{used / n:.1f} bytes per tracker"
+    cache.close()
