@@ -60,7 +60,7 @@ TASK_QUEUES: dict[str, str] = {
 }
 
 
-def broker_url(settings: Settings) -> str:
+def resolve_broker_url(settings: Settings) -> str:
     """``TRACKING_BROKER_URL``, else the embedded Redis over its unix socket.
 
     Resolving the embedded URL attaches to the server serving
@@ -77,7 +77,7 @@ def broker_url(settings: Settings) -> str:
     return broker_url_from_redis_url(redis_url_from_settings(settings.redis_url, settings.data_dir))
 
 
-def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+def make_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """The periodic jobs. Each is idempotent: beat may fire twice or late.
 
     ``expires`` drops a job that waited longer than its own period in the
@@ -113,7 +113,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 def build_config(settings: Settings) -> dict[str, Any]:
     """The whole Celery configuration for ``settings``, as a plain dict."""
-    url = broker_url(settings)
+    url = resolve_broker_url(settings)
     transport_options: dict[str, Any] = {}
     if url.startswith(("redis", "rediss")):
         # Longest countdown is the retry backoff cap; keep a wide margin.
@@ -124,6 +124,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         # Publisher confirms: publish returns once RabbitMQ has the message,
         # which is what lets drain_outbox acknowledge the outbox afterwards.
         transport_options["confirm_publish"] = True
+    transport_options.update(settings.broker_transport_options)
     exchange = Exchange("tracking", type="direct")  # type: ignore[no-untyped-call]
     return {
         "broker_url": url,
@@ -151,7 +152,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             name: {"queue": queue, "routing_key": queue} for name, queue in TASK_QUEUES.items()
         },
-        "beat_schedule": beat_schedule(settings),
+        "beat_schedule": make_beat_schedule(settings),
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
         "timezone": "UTC",
         "enable_utc": True,

@@ -20,20 +20,21 @@ once; a handler with external side effects should still dedupe by
 
 Only one drain runs at a time (a short Redis lock), so concurrent drains
 (beat plus the one a ``track`` task starts when it fired events) do not
-publish the same entries twice.
+publish the same entries twice; a drain that finds the lock taken hands
+its work to the holder (see :func:`drain`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celery_app import handlers
 from tracking.cache.base import CachedGroup, OutboxEntry
 from tracking.engine import Fired
-from tracking.events import EVENT_NAMES
+from tracking.events import EVENT_NAMES, TrackerEvent
 from tracking.trackers import BaseTracker
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ Publisher = Callable[[str, dict[str, Any]], None]
 LOCK_TIMEOUT_SECONDS = 60
 DEFAULT_BATCH = 200
 DEFAULT_MAX_ENTRIES = 5_000
+#: Drain rounds one call makes when others asked for a drain meanwhile.
+MAX_ROUNDS = 10
 
 
 @dataclass
@@ -70,19 +73,42 @@ def _number(value: object) -> int | float:
     return value
 
 
-def expand(
-    entry: OutboxEntry,
-    group: CachedGroup | None,
-    known: Mapping[str, dict[str, Any]] | None = None,
-) -> dict[str, Any] | None:
+def event_dict(event: TrackerEvent) -> dict[str, Any]:
+    """The JSON dict handlers receive for an event fired in this process."""
+    data = event.to_dict()
+    data["stage"] = event.tracker.current_stage
+    data["progress"] = event.tracker.progress
+    return data
+
+
+def publish_fired(
+    manager: TrackingManager, publish: Publisher, events: Sequence[TrackerEvent]
+) -> int:
+    """Publish events this process just fired (exact snapshots), then ack their entries.
+
+    The fast path of ``track``: no outbox read, no lock. A drain running at
+    the same moment may publish some of them too (at-least-once, deduped
+    by ``dispatch_event``). Returns the number of tasks published.
+    """
+    published = 0
+    for event in events:
+        data = event_dict(event)
+        for name in handlers.handlers_for(event.code):
+            publish(name, data)
+            published += 1
+    manager.data_cache.ack_outbox([OutboxEntry(e.group_id, e.event_id, {}) for e in events])
+    return published
+
+
+def expand(entry: OutboxEntry, group: CachedGroup | None) -> dict[str, Any] | None:
     """The full event dict for an outbox entry, or None if the record is unusable.
 
-    The tracker snapshot comes from ``known`` (events the caller fired just
-    now, with their exact snapshots) or else from the group's current
-    definitions (state taken at the record's stage and progress). A tracker
-    that is gone (completed, removed, expired) has ``tracker: None``; the
-    compact fields (``name``, ``stage``, ``progress``, ``limiter``) are
-    always there.
+    The tracker snapshot is rebuilt from the group's current definitions
+    (state taken at the record's stage and progress). A tracker that is
+    gone (completed, removed, expired) has ``tracker: None``; the compact
+    fields (``group_id``, ``name``, ``stage``, ``progress``) are always
+    there. (Events fired by ``track`` normally bypass this: see
+    :func:`publish_fired`.)
     """
     payload = entry.payload
     event_id = str(payload.get("event_id") or entry.entry_id)
@@ -101,9 +127,7 @@ def expand(
     )
     event_ts = float(_number(payload.get("event_ts")))
     event: dict[str, Any] | None = None
-    if known is not None and event_id in known:
-        event = dict(known[event_id])
-    elif group is not None and name in group.trackers:
+    if group is not None and name in group.trackers:
         cached = group.trackers[name]
         try:
             tracker = BaseTracker.from_parts(cached.definition, cached.state, entry.group_id)
@@ -120,13 +144,7 @@ def expand(
             "name": name,
             "tracker": None,
         }
-    event.update(
-        {
-            "stage": fired.stage,
-            "progress": fired.progress,
-            "limiter_index": fired.limiter,
-        }
-    )
+    event.update({"stage": fired.stage, "progress": fired.progress})
     return event
 
 
@@ -136,50 +154,69 @@ def drain(
     *,
     lock_client: redis.Redis | None = None,
     lock_name: str = "",
-    known: Mapping[str, dict[str, Any]] | None = None,
     batch: int = DEFAULT_BATCH,
     max_entries: int = DEFAULT_MAX_ENTRIES,
 ) -> DrainReport:
     """Publish up to ``max_entries`` outbox entries to their handlers, then ack them.
 
-    With ``lock_client``, runs only if no other drain holds ``lock_name``
-    (returns ``skipped=True`` otherwise). A publish error propagates before
-    the batch is acknowledged, so the batch stays in the outbox.
+    With ``lock_client``, one drain runs at a time. A caller that finds the
+    lock taken does not wait: it leaves a "pending" mark (set *before*
+    trying the lock) and returns ``skipped=True``; the holder deletes the
+    mark right after taking the lock (before reading the outbox) and, after
+    releasing the lock, drains again if a mark appeared meanwhile. Either
+    the holder sees the mark, or the lock was already free when the caller
+    tried it, so no entry waits for beat's next drain. A publish error
+    propagates before the batch is acknowledged: the batch stays in the
+    outbox.
     """
     report = DrainReport()
-    lock = None
-    if lock_client is not None:
+    if lock_client is None:
+        _drain_batches(manager, publish, batch, max_entries, report)
+        return report
+    pending = f"{lock_name}:pending"
+    lock_client.set(pending, b"1", ex=LOCK_TIMEOUT_SECONDS)
+    for _ in range(MAX_ROUNDS):
         lock = lock_client.lock(lock_name, timeout=LOCK_TIMEOUT_SECONDS, blocking=False)
         if not lock.acquire():
-            report.skipped = True
+            report.skipped = report.entries == 0
             return report
-    try:
-        cache = manager.data_cache
-        while report.entries < max_entries:
-            entries = cache.outbox(limit=min(batch, max_entries - report.entries))
-            if not entries:
-                break
-            groups: dict[str, CachedGroup | None] = {}
-            for entry in entries:
-                if entry.group_id not in groups:
-                    groups[entry.group_id] = cache.get_group(entry.group_id)
-                event = expand(entry, groups[entry.group_id], known)
-                if event is None:
-                    logger.error("dropping unusable outbox entry %r", entry)
-                    report.dropped += 1
-                    continue
-                for name in handlers.handlers_for(event["code"]):
-                    publish(name, event)
-                    report.published += 1
-                report.by_event[event["event"]] = report.by_event.get(event["event"], 0) + 1
-            cache.ack_outbox(entries)
-            report.entries += len(entries)
-            if len(entries) < batch:
-                break
-    finally:
-        if lock is not None:
+        try:
+            lock_client.delete(pending)
+            _drain_batches(manager, publish, batch, max_entries, report)
+        finally:
             try:
                 lock.release()
             except Exception:  # expired meanwhile: another drain may run, harmless
                 logger.debug("drain lock already released", exc_info=True)
+        if report.entries >= max_entries or not lock_client.exists(pending):
+            break
     return report
+
+
+def _drain_batches(
+    manager: TrackingManager,
+    publish: Publisher,
+    batch: int,
+    max_entries: int,
+    report: DrainReport,
+) -> None:
+    cache = manager.data_cache
+    while report.entries < max_entries:
+        entries = cache.outbox(limit=min(batch, max_entries - report.entries))
+        if not entries:
+            break
+        groups: dict[str, CachedGroup | None] = {}
+        for entry in entries:
+            if entry.group_id not in groups:
+                groups[entry.group_id] = cache.get_group(entry.group_id)
+            event = expand(entry, groups[entry.group_id])
+            if event is None:
+                logger.error("dropping unusable outbox entry %r", entry)
+                report.dropped += 1
+                continue
+            for name in handlers.handlers_for(event["code"]):
+                publish(name, event)
+                report.published += 1
+            report.by_event[event["event"]] = report.by_event.get(event["event"], 0) + 1
+        cache.ack_outbox(entries)
+        report.entries += len(entries)

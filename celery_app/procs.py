@@ -78,11 +78,14 @@ def spawn(
     env: Mapping[str, str] | None = None,
     log: Path | IO[bytes] | None = None,
     cwd: Path | None = None,
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start ``cmd`` as a child that gets SIGTERM when this process dies.
 
     ``env`` entries are added to this process's environment; output goes
-    to ``log`` (a path, appended) or is discarded.
+    to ``log`` (a path, appended) or is discarded. ``new_session`` puts the
+    child in its own session and process group (so it can be signalled
+    with its pool processes, and a terminal's Ctrl-C reaches only us).
     """
     full_env = {**os.environ, **(env or {})}
     with contextlib.ExitStack() as stack:
@@ -101,6 +104,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             close_fds=True,
+            start_new_session=new_session,
             preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,9 +63,13 @@ class Settings(BaseSettings):
     )
     visibility_timeout_seconds: int = Field(
         default=3600,
-        ge=60,
+        ge=10,
         description="Redis broker: seconds before an unacknowledged task is redelivered; "
         "kept above the longest retry countdown.",
+    )
+    broker_transport_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra kombu transport options (JSON), e.g. global_keyprefix, master_name.",
     )
     prefetch_multiplier: int = Field(
         default=1, ge=1, description="Celery worker_prefetch_multiplier (raise for hot queues)."

@@ -5,7 +5,8 @@ registry, nothing executable); a bad spec fails the task at once with an
 ``InvalidSpecError`` that says what is wrong. The manager writes admin
 changes through to the store before returning.
 
-Redelivery (``acks_late``) is harmless: adding a tracker whose identical
+Events the change fired (ADDED, REMOVED, RESET) are drained to their
+handlers right after it. Redelivery (``acks_late``) is harmless: adding a tracker whose identical
 definition is already there succeeds without change, removing is
 idempotent, and a reset puts the tracker in the same reset state.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from celery_app import runtime
 from celery_app.app import app
 from tasks.base import TrackingTask
+from tasks.events import drain_soon
 from tracking.errors import ConflictingNameError, TrackingTypeError
 from tracking.spec import tracker_from_spec
 from tracking.trackers import BaseTracker
@@ -73,6 +75,7 @@ def _add(group_id: str, specs: object, expire: int | None, expire_at: int | None
     except ConflictingNameError:
         if not _already_there(group_id, trackers):
             raise
+    drain_soon()
     return [t.name for t in trackers]
 
 
@@ -81,6 +84,7 @@ def update_tracker(self: TrackingTask, group_id: str, spec: dict[str, Any]) -> s
     """Replace (or add) a tracker's definition, and its state when the spec has ``state``."""
     tracker = tracker_from_spec(spec)
     runtime.get_manager().update_tracker(group_id, tracker)
+    drain_soon()
     return tracker.name
 
 
@@ -89,7 +93,9 @@ def remove_tracker(
     self: TrackingTask, group_id: str, name: str | list[str] | None = None
 ) -> list[str]:
     """Remove the named trackers (all when None); returns the names removed."""
-    return [t.name for t in runtime.get_manager().remove_tracker(group_id, name)]
+    removed = [t.name for t in runtime.get_manager().remove_tracker(group_id, name)]
+    drain_soon()
+    return removed
 
 
 @app.task(base=TrackingTask, bind=True, name="tasks.reset")  # type: ignore[untyped-decorator]
@@ -113,4 +119,6 @@ def reset(
         names = name
     else:
         raise TrackingTypeError(f"name must be a str, a list or None, not {type(name).__name__}")
-    return [n for n in names if manager.reset_tracker(group_id, n, reset_policy)]
+    done = [n for n in names if manager.reset_tracker(group_id, n, reset_policy)]
+    drain_soon()
+    return done

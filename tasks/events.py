@@ -1,8 +1,9 @@
 """Follow-up event tasks: one ``dispatch_event`` task per (event, handler).
 
-:func:`drain_now` (called by ``track`` when it fired events, and by the
-``drain_outbox`` beat job) hands outbox entries to the broker, see
-:mod:`celery_app.outbox` for the at-least-once argument.
+:func:`publish_now` (called by ``track`` with the events it just fired)
+and :func:`drain_all` (the ``drain_outbox`` beat job, for whatever is left)
+hand outbox entries to the broker, see :mod:`celery_app.outbox` for the
+at-least-once argument.
 
 ``dispatch_event(handler, event)`` runs one registered handler on one
 event. Its task id is derived from the event id and the handler name, and
@@ -19,18 +20,20 @@ written) is why handlers with external effects should also dedupe by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery_app import handlers, metrics, runtime
 from celery_app.app import app
 from celery_app.celeryconfig import QUEUE_EVENTS
-from celery_app.outbox import DrainReport, drain
+from celery_app.outbox import DrainReport, Publisher, drain, publish_fired
 from tasks.base import TrackingTask
 from tracking.errors import TrackingTypeError
+from tracking.events import TrackerEvent
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +47,9 @@ def handler_task_id(event_id: str, handler: str) -> str:
     return f"ev-{event_id}-{digest}"
 
 
-def _publish_all(known: Mapping[str, dict[str, Any]] | None) -> DrainReport:
-    settings = runtime.settings()
-    handlers.load_handlers(settings.event_handlers)
-    manager = runtime.get_manager()
+@contextlib.contextmanager
+def _publisher() -> Iterator[Publisher]:
+    """A publish(handler, event) function over one pooled producer."""
     with app.producer_or_acquire() as producer:
 
         def publish(handler: str, event: dict[str, Any]) -> None:
@@ -59,12 +61,18 @@ def _publish_all(known: Mapping[str, dict[str, Any]] | None) -> DrainReport:
                 producer=producer,
             )
 
+        yield publish
+
+
+def drain_all() -> DrainReport:
+    """Drain the outbox (one drain at a time across workers); raises on publish errors."""
+    handlers.load_handlers(runtime.settings().event_handlers)
+    with _publisher() as publish:
         report = drain(
-            manager,
+            runtime.get_manager(),
             publish,
             lock_client=runtime.redis_client(),
             lock_name=runtime.key("drain-lock"),
-            known=known,
         )
     if not report.skipped:
         m = metrics.metrics()
@@ -73,13 +81,33 @@ def _publish_all(known: Mapping[str, dict[str, Any]] | None) -> DrainReport:
     return report
 
 
-def drain_now(known: Mapping[str, dict[str, Any]] | None = None) -> DrainReport | None:
-    """Drain the outbox now; never raises (beat's next drain covers a failure)."""
+def drain_soon() -> None:
+    """Drain after an admin or maintenance change fired events; never raises.
+
+    Those changes are rare, so a full (locked) drain is cheap; on failure
+    beat's ``drain_outbox`` picks the entries up.
+    """
     try:
-        return _publish_all(known)
+        drain_all()
     except Exception:
-        logger.warning("outbox drain failed; beat's drain_outbox will retry", exc_info=True)
-        return None
+        logger.warning("outbox drain failed; drain_outbox will retry", exc_info=True)
+
+
+def publish_now(events: Sequence[TrackerEvent]) -> None:
+    """Publish events a task just fired and ack them; never raises.
+
+    On failure the entries stay in the outbox and beat's ``drain_outbox``
+    publishes them.
+    """
+    if not events:
+        return
+    try:
+        handlers.load_handlers(runtime.settings().event_handlers)
+        with _publisher() as publish:
+            count = publish_fired(runtime.get_manager(), publish, events)
+        metrics.metrics().published.inc(count)
+    except Exception:
+        logger.warning("publishing fired events failed; drain_outbox will retry", exc_info=True)
 
 
 @app.task(

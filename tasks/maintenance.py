@@ -21,7 +21,7 @@ from typing import Any
 from celery_app import metrics, runtime
 from celery_app.app import app
 from tasks.base import TrackingTask
-from tasks.events import _publish_all
+from tasks.events import drain_all, drain_soon
 
 #: Groups (or trackers) handled by one run; the rest waits for the next run.
 BATCH_LIMIT = 1000
@@ -50,7 +50,7 @@ def drain_outbox(self: TrackingTask) -> dict[str, Any]:
     A publish failure raises (retried): unacknowledged entries stay in the
     outbox, nothing is lost.
     """
-    report = _publish_all(None)
+    report = drain_all()
     return {
         "entries": report.entries,
         "published": report.published,
@@ -62,7 +62,10 @@ def drain_outbox(self: TrackingTask) -> dict[str, Any]:
 @app.task(base=TrackingTask, bind=True, name="tasks.expire_sweep", ignore_result=True)  # type: ignore[untyped-decorator]
 def expire_sweep(self: TrackingTask, limit: int = BATCH_LIMIT) -> int:
     """Remove expired trackers (EXPIRED events go through the outbox); returns how many."""
-    return len(runtime.get_manager().sweep_expired(limit))
+    expired = runtime.get_manager().sweep_expired(limit)
+    if expired:
+        drain_soon()
+    return len(expired)
 
 
 @app.task(base=TrackingTask, bind=True, name="tasks.reset_due", ignore_result=True)  # type: ignore[untyped-decorator]
@@ -80,4 +83,6 @@ def reset_due(self: TrackingTask) -> Any:
     if method is None:
         return {"supported": False, "reset": 0}
     events = method(BATCH_LIMIT)
+    if events:
+        drain_soon()
     return {"supported": True, "reset": len(events)}

@@ -6,8 +6,9 @@ worker died (``acks_late``) never counts twice: ``track``'s event id
 defaults to the Celery task id, which a redelivery keeps, and
 ``track_many``'s per-event ids default to ``"<task id>:<index>"``.
 
-When an event fires follow-up events, the task drains the outbox right
-away (one extra Redis round trip, only then), so handlers run within
+When an event fires follow-up events, the task publishes them right away
+with their exact tracker snapshots and acknowledges their outbox entries
+(one extra Redis round trip, only then), so handlers run within
 milliseconds instead of waiting for beat's next drain.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from celery_app import metrics, runtime
 from celery_app.app import app
 from tasks.base import TrackingTask
-from tasks.events import drain_now
+from tasks.events import publish_now
 from tracking.errors import TrackingTypeError, TrackingValueError
 from tracking.events import EVENT_NAMES, TrackerEvent
 from tracking.manager import TrackResult
@@ -53,11 +54,6 @@ def _summary(result: TrackResult) -> dict[str, Any]:
     }
 
 
-def _drain_fired(events: list[TrackerEvent]) -> None:
-    if events:
-        drain_now({e.event_id: e.to_dict() for e in events})
-
-
 @app.task(base=TrackingTask, bind=True, name="tasks.track", ignore_result=True)  # type: ignore[untyped-decorator]
 def track(
     self: TrackingTask, group_id: str, data: dict[str, Any], event_id: str | None = None
@@ -70,7 +66,7 @@ def track(
     result = runtime.get_manager().track(group_id, data, event_id or self.request.id)
     _record(result)
     if not result.duplicate:
-        _drain_fired(result.events)
+        publish_now(result.events)
     return _summary(result)
 
 
@@ -126,7 +122,7 @@ def track_many(self: TrackingTask, events: list[dict[str, Any]]) -> dict[str, An
         else:
             applied += 1
             fired.extend(result.events)
-    _drain_fired(fired)
+    publish_now(fired)
     if rejected:
         shown = "; ".join(rejected[:10])
         more = f" (and {len(rejected) - 10} more)" if len(rejected) > 10 else ""

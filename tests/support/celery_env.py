@@ -1,0 +1,257 @@
+"""Real Celery deployments for the integration tests: brokers, workers, Flower.
+
+A :class:`Deployment` is one isolated set-up: its own data directory, key
+prefix, broker namespace and settings, expressed as ``TRACKING_*``
+environment entries for worker/beat/Flower subprocesses and as a
+:class:`config.Settings` for the test process (which publishes with the
+product's own ``track.delay`` after :func:`celery_app.configure`).
+
+Brokers:
+
+- ``embedded``: the test process starts (and owns) an embedded Redis for
+  the deployment's data directory; it is broker and cache.
+- ``redis``: the machine's Redis at 127.0.0.1:6379, database
+  ``TRACKING_TEST_REDIS_DB`` (default 13), with every key under the
+  deployment's unique prefix (kombu's ``global_keyprefix`` for the
+  broker); teardown deletes exactly those keys.
+- ``rabbitmq``: the machine's RabbitMQ, in a vhost created for the
+  deployment (``rabbitmqctl``) and deleted afterwards; the cache is the
+  machine's Redis as above.
+
+Everything listens on localhost only and every process is stopped (warm
+shutdown, SIGKILL after 45 s) at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from celery_app import procs, runtime
+from config.settings import Settings
+from tracking.cache.embedded import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
+TEST_REDIS_DB = int(os.environ.get("TRACKING_TEST_REDIS_DB", "13"))
+HANDLERS = "tests.support.celery_handlers"
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``.
+
+    The deadline only bounds a hung test; nothing asserts on durations.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@dataclass
+class Deployment:
+    """One isolated broker + cache + store set-up and the processes started on it."""
+
+    kind: str
+    data_dir: Path
+    prefix: str
+    env: dict[str, str]
+    settings: Settings
+    cache_url: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def redis(self) -> redis.Redis:
+        """A client on the cache's Redis."""
+        return redis.Redis.from_url(self.cache_url)
+
+    def key(self, *parts: str) -> str:
+        """A service key (as ``celery_app.runtime.key`` builds it in the workers)."""
+        return ":".join((self.prefix, "svc", *parts))
+
+    def start_worker(
+        self,
+        name: str = "w1",
+        *,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker on all queues and wait until it is ready."""
+        log = self.data_dir / f"worker-{name}.log"
+        full_name = f"{name}-{self.prefix}@localhost"
+        proc = procs.spawn(
+            procs.worker_command(name=full_name, concurrency=concurrency, pool=pool),
+            env={**self.env, **(extra_env or {})},
+            log=log,
+            cwd=REPO,
+            new_session=True,
+        )
+        self.procs.append(proc)
+        self.logs[name] = log
+        wait_until(
+            lambda: proc.poll() is not None or " ready." in _read(log),
+            60,
+            f"worker {name} to be ready ({log})",
+        )
+        assert proc.poll() is None, f"worker {name} exited:\n{_read(log)[-3000:]}"
+        return proc
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Any:
+        """Start another process (beat, Flower) in this deployment."""
+        log = self.data_dir / f"{name}.log"
+        proc = procs.spawn(cmd, env={**self.env, **(env or {})}, log=log, cwd=REPO)
+        self.procs.append(proc)
+        self.logs[name] = log
+        return proc
+
+    def log(self, name: str) -> str:
+        """The output so far of the process started as ``name``."""
+        return _read(self.logs[name])
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker and its pool processes (its own process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        """Warm-stop every process started here (SIGKILL after 45 s)."""
+        while self.procs:
+            procs.stop(self.procs.pop())
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def available(kind: str) -> str | None:
+    """None when ``kind`` can run here, else why not."""
+    if kind in ("redis", "rabbitmq") and not port_open(REDIS_HOST, REDIS_PORT):
+        return "no Redis on 127.0.0.1:6379"
+    if kind == "rabbitmq":
+        if not port_open(RABBIT_HOST, RABBIT_PORT):
+            return "no RabbitMQ on 127.0.0.1:5672"
+        if shutil.which("rabbitmqctl") is None:
+            return "rabbitmqctl not found (needed to create a private vhost)"
+    return None
+
+
+@contextlib.contextmanager
+def deployment(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Deployment]:
+    """Set up an isolated deployment of ``kind``; tear down everything it made."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "key_prefix": prefix,
+        "event_handlers": [HANDLERS],
+        "flush_interval_seconds": 1.0,
+        **overrides,
+    }
+    server: EmbeddedRedis | None = None
+    vhost: str | None = None
+    machine_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}"
+    try:
+        if kind == "embedded":
+            server = EmbeddedRedis(data_dir).start()
+            cache_url = server.url
+        elif kind == "redis":
+            cache_url = machine_url
+            values["redis_url"] = machine_url
+            values["broker_url"] = machine_url
+            values["broker_transport_options"] = {"global_keyprefix": f"{prefix}:kombu:"}
+        elif kind == "rabbitmq":
+            vhost = f"trk-test-{prefix}"
+            _rabbitmqctl("add_vhost", vhost)
+            _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+            cache_url = machine_url
+            values["redis_url"] = machine_url
+            values["broker_url"] = f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
+        else:
+            raise ValueError(kind)
+        env = procs.settings_env(**values)
+        env["PYTHONPATH"] = str(REPO)
+        settings = Settings(**{k: v for k, v in values.items()})
+        dep = Deployment(kind, data_dir, prefix, env, settings, cache_url)
+        try:
+            yield dep
+        finally:
+            dep.stop_all()
+            _reset_test_process()
+    finally:
+        if kind in ("redis", "rabbitmq"):
+            _delete_prefix(machine_url, prefix)
+        if vhost is not None:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                _rabbitmqctl("delete_vhost", vhost)
+        if server is not None:
+            server.stop()
+
+
+def _reset_test_process() -> None:
+    runtime.use_settings(None)
+
+
+def _delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        for name in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(name)
+            if len(batch) >= 500:
+                client.delete(*batch)
+                batch.clear()
+        for name in client.scan_iter(match=f"{{{prefix}:*", count=1000):
+            batch.append(name)
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()
+
+
+def received(dep: Deployment, name: str = "received") -> list[Any]:
+    """What the test handlers recorded (see ``tests.support.celery_handlers``)."""
+    return [json.loads(raw) for raw in dep.redis().lrange(dep.key(name), 0, -1)]
