@@ -1,0 +1,158 @@
+"""Flower against the same broker: its HTTP API and its tasks page in a real browser.
+
+Starts a worker and Flower (``FLOWER_UNAUTHENTICATED_API=true``, bound to
+127.0.0.1) on an isolated deployment, sends ``track`` tasks, and checks
+that Flower lists the worker and the tasks; then Debian's chromium,
+headless, renders the tasks page: the DOM must show ``tasks.track`` rows
+and the screenshot is written (``TRACKING_FLOWER_SCREENSHOT`` names a copy
+to keep, e.g. ``docs/flower-tasks.png``).
+
+Chromium is installed by ``.ci/chromium-setup.sh`` when missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celery_app import configure, runtime
+from celery_app.procs import celery_command
+from tasks import track
+from tests.support.celery_env import (
+    REPO,
+    Deployment,
+    available,
+    deployment,
+    free_port,
+    wait_until,
+)
+from tracking import CountTracker, KeyValueEQ
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture
+def flower(tmp_path: Path) -> Iterator[tuple[Deployment, str]]:
+    reason = available("redis")
+    kind = "redis" if reason is None else "embedded"
+    with deployment(kind, tmp_path) as dep:
+        configure(dep.settings)
+        dep.start_worker()
+        port = free_port()
+        dep.start(
+            "flower",
+            celery_command("flower", f"--port={port}", "--address=127.0.0.1"),
+            env={"FLOWER_UNAUTHENTICATED_API": "true"},
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _get(f"{base}/healthcheck") == "OK", 60, "Flower to answer")
+        yield dep, base
+
+
+def _get(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read().decode()
+    except OSError:
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return body
+
+
+def _send_tracks(count: int) -> list[str]:
+    runtime.get_manager().add_tracker(
+        "flower-user", CountTracker("clicks", [KeyValueEQ("k", 1)], 10**6)
+    )
+    return [track.delay("flower-user", {"k": 1}).id for _ in range(count)]
+
+
+def test_flower_api_lists_worker_and_track_tasks(flower: tuple[Deployment, str]) -> None:
+    dep, base = flower
+    ids = _send_tracks(20)
+    workers = wait_until(lambda: _get(f"{base}/api/workers?refresh=1"), 60, "Flower's worker list")
+    assert any(dep.prefix in name for name in workers)
+
+    def tasks() -> dict[str, Any] | None:
+        listed = _get(f"{base}/api/tasks?taskname=tasks.track&limit=1000")
+        if isinstance(listed, dict) and set(ids) <= set(listed):
+            return listed
+        return None
+
+    listed = wait_until(tasks, 60, "Flower to list the track tasks")
+    assert all(listed[i]["name"] == "tasks.track" for i in ids)
+    assert wait_until(
+        lambda: all(
+            (_get(f"{base}/api/task/info/{i}") or {}).get("state") == "SUCCESS" for i in ids
+        ),
+        60,
+        "the tasks to be SUCCESS in Flower",
+    )
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        subprocess.run(["bash", str(REPO / ".ci" / "chromium-setup.sh")], check=True, timeout=900)
+        found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found is not None, "chromium is missing and .ci/chromium-setup.sh did not install it"
+    return found
+
+
+def _chromium_args(profile: Path) -> list[str]:
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,900",
+        "--virtual-time-budget=10000",
+    ]
+
+
+def test_flower_tasks_page_in_headless_chromium(
+    flower: tuple[Deployment, str], tmp_path: Path
+) -> None:
+    _, base = flower
+    browser = _chromium()
+    ids = _send_tracks(12)
+    wait_until(
+        lambda: set(ids) <= set(_get(f"{base}/api/tasks?taskname=tasks.track") or {}),
+        60,
+        "Flower to record the tasks",
+    )
+    url = f"{base}/tasks"
+    dom = subprocess.run(
+        [browser, *_chromium_args(tmp_path / "profile-dom"), "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "tasks.track" in dom
+    shot = tmp_path / "flower-tasks.png"
+    subprocess.run(
+        [browser, *_chromium_args(tmp_path / "profile-shot"), f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    keep = os.environ.get("TRACKING_FLOWER_SCREENSHOT")
+    if keep:
+        shutil.copyfile(shot, keep)
