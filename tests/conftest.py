@@ -6,7 +6,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.support.mongo_fixture"]
+pytest_plugins = ["tests.support.mongo_fixture", "tests.support.redis_fixtures"]
 
 settings.register_profile(
     "ci",

@@ -5,7 +5,7 @@ Everything a dictrack user imports is here::
     from tracking import KeyValueEQ, CountTracker, CountLimiter, TrackingManager, ResetPolicy
 """
 
-from tracking.cache import DataCache, MemoryDataCache
+from tracking.cache import DataCache, MemoryDataCache, RedisDataCache
 from tracking.conditions import (
     AllOf,
     AnyOf,
@@ -69,6 +69,7 @@ from tracking.store import (
     DataStore,
     FileDataStore,
     MemoryDataStore,
+    MongoDBDataStore,
     TrackerRecord,
     store_from_url,
 )
@@ -123,7 +124,9 @@ __all__ = [
     "LimitedTrackerEvent",
     "MemoryDataCache",
     "MemoryDataStore",
+    "MongoDBDataStore",
     "Not",
+    "RedisDataCache",
     "ResetPolicy",
     "StoreError",
     "TimeLimiter",

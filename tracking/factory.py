@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tracking.cache.base import DataCache
+from tracking.cache.embedded import redis_url_from_settings
+from tracking.cache.redis import RedisDataCache
 from tracking.manager import TrackingManager
 from tracking.store.base import DataStore
 from tracking.store.registry import store_from_url
@@ -22,15 +24,11 @@ if TYPE_CHECKING:
 
 def redis_url(settings: Settings) -> str:
     """The cache's Redis URL: the configured one, else the embedded server's."""
-    from tracking.cache.embedded import redis_url_from_settings
-
     return redis_url_from_settings(settings.redis_url, settings.data_dir)
 
 
 def cache_from_settings(settings: Settings) -> DataCache:
     """The Redis cache described by the settings."""
-    from tracking.cache.redis import RedisDataCache
-
     return RedisDataCache(
         redis_url(settings),
         key_prefix=settings.key_prefix,

@@ -15,6 +15,7 @@ from tracking.cache.base import (
     TrackStep,
 )
 from tracking.cache.memory import MemoryDataCache
+from tracking.cache.redis import RedisDataCache
 
 __all__ = [
     "ApplyOutcome",
@@ -24,5 +25,6 @@ __all__ = [
     "DirtySnapshot",
     "MemoryDataCache",
     "OutboxEntry",
+    "RedisDataCache",
     "TrackStep",
 ]
