@@ -11,7 +11,9 @@ called from outside (celery beat), see :meth:`flush_dirty` and
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +26,7 @@ from tracking._validate import (
     validate_event,
 )
 from tracking.cache.base import ApplyOutcome, CachedTracker, DataCache, TrackStep
-from tracking.engine import Fired
+from tracking.engine import Fired, roll_period
 from tracking.errors import (
     CacheError,
     StoreError,
@@ -44,6 +46,13 @@ Durability = Literal["write-behind", "write-through"]
 
 #: How many times ``track`` re-evaluates after a definitions change or cold load.
 MAX_ATTEMPTS = 5
+
+
+def period_bounds(
+    definitions: Iterable[TrackerDefinition], now: float
+) -> dict[str, tuple[int, int]]:
+    """Current calendar period bounds of every periodic definition, by tracker name."""
+    return {d.name: d.period.bounds(now) for d in definitions if d.period is not None}
 
 
 class TrackResult(tuple[bool, list[BaseTracker], list[BaseTracker], list[BaseTracker]]):
@@ -179,10 +188,15 @@ class TrackingManager:
             return cached
         loaded = self.data_cache.get_definitions(group_id)
         if loaded is not None:
-            self._definitions[group_id] = loaded
-            while len(self._definitions) > self._definitions_cache_size:
-                self._definitions.popitem(last=False)
+            self._remember_definitions(group_id, loaded)
         return loaded
+
+    def _remember_definitions(
+        self, group_id: str, loaded: tuple[int, list[TrackerDefinition]]
+    ) -> None:
+        self._definitions[group_id] = loaded
+        while len(self._definitions) > self._definitions_cache_size:
+            self._definitions.popitem(last=False)
 
     def _forget(self, group_id: str) -> None:
         self._definitions.pop(group_id, None)
@@ -213,22 +227,28 @@ class TrackingManager:
             check_name(event_id, "event_id")
         outcome: ApplyOutcome | None = None
         definitions: dict[str, TrackerDefinition] = {}
+        clock: float | None = None
         for _ in range(MAX_ATTEMPTS):
             loaded = self._group_definitions(group_id)
             if loaded is None:
                 try:
-                    load_group(self.data_cache, self.data_store, group_id)
+                    loaded = self._cold_load(group_id)
                 except StoreError:
                     logger.exception("could not load group %r from the store", group_id)
                     return TrackResult(False, [], [], [], event_id=event_id)
-                continue
+                if loaded is None:
+                    continue
             version, defs = loaded
             steps = []
             for definition in defs:
                 delta = evaluate(definition, data)
                 if delta is not None:
                     steps.append(TrackStep(definition, delta))
-            outcome = self.data_cache.apply(group_id, version, steps, event_id)
+            periods = period_bounds(defs, time.time() if clock is None else clock)
+            outcome = self.data_cache.apply(group_id, version, steps, event_id, periods=periods)
+            if outcome.status == "clock":
+                clock = outcome.now
+                continue
             if outcome.status in ("stale", "missing"):
                 self._forget(group_id)
                 continue
@@ -245,6 +265,15 @@ class TrackingManager:
                 flush_group(self.data_cache, self.data_store, group_id)
             self._dispatch(result.events)
         return result
+
+    def _cold_load(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
+        """Load a group from the store into the cache; its definitions if we installed it."""
+        installed = load_group(self.data_cache, self.data_store, group_id)
+        if installed is None:
+            return None
+        loaded = (1, [entry.definition for entry in installed])
+        self._remember_definitions(group_id, loaded)
+        return loaded
 
     def _result(
         self,
@@ -263,12 +292,14 @@ class TrackingManager:
         def trackers(names: list[str]) -> list[BaseTracker]:
             return [t for t in (tracker(n) for n in names) if t is not None]
 
-        items = []
-        for fired in outcome.fired:
+        events = []
+        for index, fired in enumerate(outcome.fired):
             definition = definitions.get(fired.name)
             state = outcome.states.get(fired.name)
             if definition is not None and state is not None:
-                items.append((CachedTracker(definition, state), fired))
+                snapshot = BaseTracker.from_parts(definition, state, group_id)
+                fired_id = make_event_id(event_id, group_id, fired.name, fired.code, index)
+                events.append(snapshot.event_for(fired, group_id, outcome.now, fired_id))
         return TrackResult(
             True,
             trackers(outcome.changed),
@@ -276,7 +307,7 @@ class TrackingManager:
             trackers(outcome.limited),
             duplicate=outcome.status == "duplicate",
             event_id=event_id,
-            events=self._events(group_id, items, event_id, outcome.now),
+            events=events,
         )
 
     # -- administration --------------------------------------------------
@@ -347,22 +378,32 @@ class TrackingManager:
         flush_group(self.data_cache, self.data_store, group_id)
 
     def get_trackers(self, group_id: str, name: str | list[str] | None = None) -> list[BaseTracker]:
-        """The group's trackers (all, or the named ones that exist), as copies."""
+        """The group's live trackers (all, or the named ones that exist), as copies.
+
+        Expired trackers are left out even before the sweep removes them, and
+        a periodic tracker whose period has ended is shown as the new period
+        will find it (the cache itself rolls it over on the next event).
+        """
         check_name(group_id, "group_id")
         names = _check_names(name)
+        now = self.data_cache.now()
         group = self.data_cache.get_group(group_id)
         if group is not None:
             entries = list(group.trackers.values())
         else:
-            entries = records_to_cache(
-                self.data_store.load_group(group_id, now=self.data_cache.now())
-            )
-        by_name = {e.definition.name: e for e in entries}
+            entries = records_to_cache(self.data_store.load_group(group_id, now=now))
+        by_name = {
+            e.definition.name: e for e in entries if e.expire_at is None or e.expire_at > now
+        }
         wanted = list(by_name) if names is None else [n for n in names if n in by_name]
-        return [
-            BaseTracker.from_parts(by_name[n].definition, by_name[n].state.copy(), group_id)
-            for n in wanted
-        ]
+        result = []
+        for tracker_name in wanted:
+            entry = by_name[tracker_name]
+            state = entry.state.copy()
+            if entry.definition.period is not None:
+                roll_period(entry.definition, state, entry.definition.period.start_of(now), now)
+            result.append(BaseTracker.from_parts(entry.definition, state, group_id))
+        return result
 
     def update_tracker(self, group_id: str, tracker: BaseTracker) -> None:
         """Replace a tracker's definition and state with ``tracker`` (or add it)."""
@@ -429,6 +470,68 @@ class TrackingManager:
     def flush_dirty(self, limit: int = 1000) -> FlushReport:
         """One write-behind pass: write dirty groups to the store."""
         return flush_dirty(self.data_cache, self.data_store, limit)
+
+    def reset_due(self, limit: int = 1000) -> list[TrackerEvent]:
+        """Roll every periodic group into its current calendar period (beat's job).
+
+        Events roll groups over lazily; this catches idle groups so their
+        RESET fires on time. Each group's roll is one atomic apply with an
+        event id made of the period starts, so running this twice, or late,
+        or concurrently with events, resets each tracker once per period.
+        """
+        events: list[TrackerEvent] = []
+        after = ""
+        while len(events) < limit:
+            page = self.data_cache.periodic_groups(limit=100, after=after)
+            if not page:
+                break
+            for group_id in page:
+                events.extend(self._roll_group(group_id))
+            after = page[-1]
+        return events
+
+    def _roll_group(self, group_id: str) -> list[TrackerEvent]:
+        clock: float | None = None
+        for _ in range(MAX_ATTEMPTS):
+            loaded = self._group_definitions(group_id)
+            if loaded is None:
+                return []
+            version, defs = loaded
+            periods = period_bounds(defs, time.time() if clock is None else clock)
+            if not periods:
+                return []
+            roll_id = (
+                "period:"
+                + hashlib.sha1(
+                    repr(sorted(periods.items())).encode(), usedforsecurity=False
+                ).hexdigest()
+            )
+            outcome = self.data_cache.apply(group_id, version, [], roll_id, periods=periods)
+            if outcome.status == "clock":
+                clock = outcome.now
+                continue
+            if outcome.status in ("stale", "missing"):
+                self._forget(group_id)
+                continue
+            result = self._result(group_id, roll_id, outcome, {d.name: d for d in defs})
+            if outcome.status == "applied":
+                self._dispatch(result.events)
+            return result.events
+        raise CacheError(f"group {group_id!r} kept changing during its period rollover")
+
+    def evict(self, group_id: str) -> bool:
+        """Write a group to the store, then drop it from the cache.
+
+        False (nothing dropped) if the group changed meanwhile or still has
+        undelivered events in its outbox: eviction never loses state or
+        events. The next event reloads the group from the store.
+        """
+        check_name(group_id, "group_id")
+        flush_group(self.data_cache, self.data_store, group_id)
+        evicted = self.data_cache.evict_group(group_id)
+        if evicted:
+            self._forget(group_id)
+        return evicted
 
     def sweep_expired(self, limit: int = 1000) -> list[TrackerEvent]:
         """Remove expired trackers, persist that, fire and return EXPIRED events."""

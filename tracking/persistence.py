@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from tracking.cache.base import CachedTracker, DataCache
@@ -44,10 +45,16 @@ def cache_to_record(group_id: str, tracker: CachedTracker, seq: int) -> TrackerR
     )
 
 
-def load_group(cache: DataCache, store: DataStore, group_id: str) -> bool:
-    """Install a group from the store into the cache if absent; True if installed."""
-    records = store.load_group(group_id, now=cache.now())
-    return cache.install_group(group_id, records_to_cache(records))
+def load_group(cache: DataCache, store: DataStore, group_id: str) -> list[CachedTracker] | None:
+    """Install a group from the store into the cache if absent (a cold load).
+
+    Returns what was installed (the group is then at version 1), or None if
+    another worker installed it first. One store read and one cache round
+    trip: expiry is filtered by this machine's clock, which is fine for a
+    filter the cache enforces again by its own clock.
+    """
+    entries = records_to_cache(store.load_group(group_id, now=time.time()))
+    return entries if cache.install_group(group_id, entries) else None
 
 
 def flush_group(cache: DataCache, store: DataStore, group_id: str) -> bool:

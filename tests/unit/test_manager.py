@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,11 +27,13 @@ from tracking import (
     MemoryDataCache,
     MemoryDataStore,
     ResetPolicy,
+    StoreError,
     TrackerEvent,
     TrackingManager,
     TrackingTypeError,
     TrackingValueError,
 )
+from tracking.periods import ResetPeriod
 
 
 class FakeClock:
@@ -122,7 +125,9 @@ def test_duplicate_event_id_counts_once(manager: TrackingManager) -> None:
     first = manager.track("g", {}, event_id="evt-1")
     again = manager.track("g", {}, event_id="evt-1")
     assert not first.duplicate and again.duplicate
+    # the original outcome's trackers, as they are now; no event fires again
     assert [t.progress for t in again.dirtied] == [1]
+    assert again.events == []
     assert manager.get_trackers("g")[0].progress == 1
     manager.track("g", {}, event_id="evt-2")
     assert [e.code for e in events].count(EVENT_TRACKER_ALL_COMPLETED) == 1
@@ -223,8 +228,8 @@ def test_expiry_sweep_fires_expired(manager: TrackingManager, clock: FakeClock) 
     manager.add_tracker("g", CountTracker("forever", [], 5))
     clock.now += 61
     manager.track("g", {})  # an expired tracker no longer counts, even before the sweep
-    assert [t.name for t in manager.get_trackers("g", "short")] == ["short"]
-    assert manager.get_trackers("g", "short")[0].progress == 0
+    assert manager.get_trackers("g", "short") == []  # nor is it shown
+    assert manager.data_cache.get_group("g").trackers["short"].state.progress == 0  # type: ignore[union-attr]
     swept = manager.sweep_expired()
     assert [(e.code, e.name) for e in swept] == [(EVENT_TRACKER_EXPIRED, "short")]
     clock.now += 60
@@ -373,3 +378,60 @@ def test_outbox_holds_every_fired_event_once(manager: TrackingManager) -> None:
     assert [e.entry_id for e in outbox] == [e.event_id for e in events]
     manager.data_cache.ack_outbox(outbox)
     assert manager.data_cache.outbox() == []
+
+
+def test_duplicate_after_a_definition_change_shows_current_trackers(
+    manager: TrackingManager,
+) -> None:
+    manager.add_tracker("g", CountTracker("t", [], 10, limiters=[CountLimiter(5)]))
+    manager.track("g", {}, event_id="e1")
+    manager.update_tracker("g", CountTracker("t", [], 10))  # the limiter is gone
+    again = manager.track("g", {}, event_id="e1")
+    assert again.duplicate and [t.limiters for t in again.dirtied] == [[]]
+
+
+def test_cold_load_installs_and_counts(clock: FakeClock) -> None:
+    store = MemoryDataStore()
+    TrackingManager(MemoryDataCache(clock=clock), store).add_tracker("g", CountTracker("t", [], 10))
+    fresh = TrackingManager(MemoryDataCache(clock=clock), store)
+    ok, dirtied, _, _ = fresh.track("g", {})
+    assert ok and [t.progress for t in dirtied] == [1]
+
+
+def test_store_outage_on_cold_load_returns_not_ok(clock: FakeClock) -> None:
+    class DownStore(MemoryDataStore):
+        def load_group(self, group_id: str, now: float | None = None) -> list[Any]:
+            raise StoreError("store is down")
+
+    manager = TrackingManager(MemoryDataCache(clock=clock), DownStore())
+    assert manager.track("g", {}) == (False, [], [], [])
+
+
+def test_periodic_tracker_rolls_over_in_the_cache(clock: FakeClock) -> None:
+    clock.now = datetime(2026, 11, 23, 23, 0, tzinfo=UTC).timestamp()
+    manager = TrackingManager(MemoryDataCache(clock=clock), MemoryDataStore())
+    events = _events(manager)
+    daily = ResetPeriod("day", "00:00", "UTC")
+    manager.add_tracker("g", CountTracker("quest", [], 2, reset_period=daily))
+    manager.track("g", {})
+    manager.track("g", {})
+    [quest] = manager.get_trackers("g")
+    assert quest.completed  # periodic: it stays in the group, waiting for the next day
+    clock.now += 3600
+    assert not manager.get_trackers("g")[0].completed  # reads show the new period
+    assert manager.reset_due() and manager.reset_due() == []  # once per period
+    assert [e.code for e in events].count(EVENT_TRACKER_RESET) == 1
+    manager.track("g", {})
+    assert manager.get_trackers("g")[0].progress == 1
+
+
+def test_evict_flushes_first_and_reloads(manager: TrackingManager) -> None:
+    manager.add_tracker("g", CountTracker("t", [], 10))
+    manager.track("g", {})
+    assert not manager.evict("g")  # the ADDED event is still in the outbox
+    manager.data_cache.ack_outbox(manager.data_cache.outbox())
+    assert manager.evict("g")
+    assert manager.data_cache.get_group("g") is None
+    assert manager.data_store.load_group("g")[0].state["progress"] == 1
+    manager.track("g", {})
+    assert manager.get_trackers("g")[0].progress == 2

@@ -17,7 +17,7 @@ trackers, appends fired events to the outbox and marks the group dirty.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,7 +50,10 @@ class TrackStep:
     delta: Number
 
 
-ApplyStatus = Literal["applied", "duplicate", "stale", "missing"]
+ApplyStatus = Literal["applied", "duplicate", "stale", "missing", "clock"]
+
+#: Calendar period bounds ``(start, end)`` in epoch seconds, per periodic tracker name.
+PeriodBounds = Mapping[str, tuple[int, int]]
 
 
 @dataclass
@@ -58,10 +61,14 @@ class ApplyOutcome:
     """What one atomic apply did.
 
     ``status``: ``applied``; ``duplicate`` (the event id was seen within the
-    dedupe window: nothing changed and the rest of the outcome is the
-    original one); ``stale`` (the group's definitions version is not the one
+    dedupe window: nothing changed; ``changed``/``limited``/``completed`` are
+    the original outcome's names, ``states`` the *current* states of those
+    that still exist, ``fired`` is empty: the original events are already in
+    the outbox); ``stale`` (the group's definitions version is not the one
     the caller evaluated against: nothing changed); ``missing`` (the group is
-    not in the cache: load it from the store and try again).
+    not in the cache: load it from the store and try again); ``clock`` (the
+    cache's clock, ``now``, lies outside a period bound the caller computed
+    from its own clock: nothing changed, recompute the bounds from ``now``).
     """
 
     status: ApplyStatus
@@ -108,8 +115,9 @@ class DataCache(abc.ABC):
     def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
         """Install a group loaded from the store, only if absent; True if installed.
 
-        An empty sequence installs an empty group, so that a group with no
-        trackers is not looked up in the store on every event.
+        A freshly installed group has version 1. An empty sequence installs
+        an empty group, so that a group with no trackers is not looked up in
+        the store on every event.
         """
 
     @abc.abstractmethod
@@ -120,8 +128,16 @@ class DataCache(abc.ABC):
         steps: Sequence[TrackStep],
         event_id: str,
         source_id: str | None = None,
+        periods: PeriodBounds | None = None,
     ) -> ApplyOutcome:
-        """Apply one event's steps atomically (see the module docstring)."""
+        """Apply one event's steps atomically (see the module docstring).
+
+        ``periods`` gives, for every tracker of the group that has a calendar
+        reset period, the bounds of the current period as the caller's clock
+        sees it. Before the steps, each such tracker is rolled into that
+        period (:func:`tracking.engine.roll_period`; RESET fires for each
+        that was reset). Completed periodic trackers stay in the group.
+        """
 
     def get_definitions(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
         """The group's version and definitions (what the hot path evaluates).
@@ -165,6 +181,21 @@ class DataCache(abc.ABC):
         self, source_id: str, now: float | None = None, limit: int = 1000
     ) -> list[tuple[str, CachedTracker, Fired]]:
         """Remove trackers whose ``expire_at`` has passed; queue and return EXPIRED."""
+
+    @abc.abstractmethod
+    def periodic_groups(self, limit: int = 1000, after: str = "") -> list[str]:
+        """Groups holding at least one periodic tracker, in a stable order after ``after``.
+
+        Beat's reset job pages through them to roll idle groups over.
+        """
+
+    @abc.abstractmethod
+    def evict_group(self, group_id: str) -> bool:
+        """Drop a group from the cache if nothing of it is unflushed; True if dropped.
+
+        Refuses (False) while the group is dirty or has outbox entries, so
+        eviction never loses data: flush first, then evict.
+        """
 
     @abc.abstractmethod
     def dirty_groups(self, limit: int = 1000) -> list[str]:

@@ -21,9 +21,10 @@ from tracking.cache.base import (
     DataCache,
     DirtySnapshot,
     OutboxEntry,
+    PeriodBounds,
     TrackStep,
 )
-from tracking.engine import Fired, step
+from tracking.engine import Fired, roll_period, step
 from tracking.engine import reset as engine_reset
 from tracking.errors import ConflictingNameError
 from tracking.events import (
@@ -33,6 +34,9 @@ from tracking.events import (
     make_event_id,
 )
 from tracking.model import ResetPolicy
+
+#: What dedupe remembers of an applied event: changed, limited, completed names.
+_Digest = tuple[list[str], list[str], list[str]]
 
 
 def outbox_payload(group_id: str, fired: Fired, event_id: str, ts: float) -> dict[str, object]:
@@ -64,7 +68,7 @@ class MemoryDataCache(DataCache):
         self._removed: dict[str, set[str]] = {}
         self._seq = 0
         self._outbox: OrderedDict[str, OutboxEntry] = OrderedDict()
-        self._seen: OrderedDict[tuple[str, str], tuple[float, ApplyOutcome]] = OrderedDict()
+        self._seen: dict[str, OrderedDict[str, tuple[float, _Digest]]] = {}
         self._dedupe_window = dedupe_window
         self._dedupe_max = dedupe_max_entries
         self._clock = clock
@@ -92,13 +96,32 @@ class MemoryDataCache(DataCache):
         self._dirty[group_id] = self._seq
 
     def _remember(self, group_id: str, event_id: str, now: float, outcome: ApplyOutcome) -> None:
-        self._seen[(group_id, event_id)] = (now, outcome)
-        while self._seen:
-            oldest_key, (seen_at, _) = next(iter(self._seen.items()))
-            if len(self._seen) > self._dedupe_max or seen_at < now - self._dedupe_window:
-                del self._seen[oldest_key]
+        """Keep the outcome's names for dedupe, bounded per group by window and count."""
+        seen = self._seen.setdefault(group_id, OrderedDict())
+        seen[event_id] = (
+            now,
+            (list(outcome.changed), list(outcome.limited), list(outcome.completed)),
+        )
+        while seen:
+            seen_at = next(iter(seen.values()))[0]
+            if len(seen) > self._dedupe_max or seen_at < now - self._dedupe_window:
+                seen.popitem(last=False)
             else:
                 break
+
+    def _duplicate(self, group: CachedGroup | None, digest: _Digest, now: float) -> ApplyOutcome:
+        changed, limited, completed = digest
+        outcome = ApplyOutcome(status="duplicate", version=group.version if group else 0, now=now)
+        outcome.changed, outcome.limited, outcome.completed = (
+            list(changed),
+            list(limited),
+            list(completed),
+        )
+        if group is not None:
+            for name in {*changed, *limited, *completed}:
+                if name in group.trackers:
+                    outcome.states[name] = group.trackers[name].state.copy()
+        return outcome
 
     def apply(
         self,
@@ -107,42 +130,61 @@ class MemoryDataCache(DataCache):
         steps: Sequence[TrackStep],
         event_id: str,
         source_id: str | None = None,
+        periods: PeriodBounds | None = None,
     ) -> ApplyOutcome:
         with self._lock:
             now = self.now()
-            seen = self._seen.get((group_id, event_id))
-            if seen is not None and seen[0] >= now - self._dedupe_window:
-                original = copy.deepcopy(seen[1])
-                original.status = "duplicate"
-                return original
             group = self._groups.get(group_id)
+            remembered = self._seen.get(group_id)
+            seen = remembered.get(event_id) if remembered is not None else None
+            if seen is not None and seen[0] >= now - self._dedupe_window:
+                return self._duplicate(group, seen[1], now)
             if group is None:
                 return ApplyOutcome(status="missing", now=now)
             if group.version != version:
                 return ApplyOutcome(status="stale", version=group.version, now=now)
+            periods = periods or {}
+            if any(not start <= now < end for start, end in periods.values()):
+                return ApplyOutcome(status="clock", version=version, now=now)
             outcome = ApplyOutcome(status="applied", version=version, now=now)
+            for name, cached in group.trackers.items():
+                bounds = periods.get(name)
+                if bounds is None or not self._alive(cached, now):
+                    continue
+                state_before = cached.state.copy()
+                rolled = roll_period(cached.definition, cached.state, bounds[0], now)
+                if rolled is not None:
+                    outcome.fired.append(rolled)
+                if cached.state != state_before:
+                    outcome.changed.append(name)
+                    outcome.states[name] = cached.state.copy()
             for item in steps:
                 name = item.definition.name
-                cached = group.trackers.get(name)
-                if cached is None or (cached.expire_at is not None and cached.expire_at <= now):
+                target = group.trackers.get(name)
+                if target is None or not self._alive(target, now):
                     continue
-                result = step(cached.definition, cached.state, item.delta, now)
-                if result.changed:
+                result = step(target.definition, target.state, item.delta, now)
+                if result.changed and name not in outcome.changed:
                     outcome.changed.append(name)
                 if result.limited:
                     outcome.limited.append(name)
                 if result.completed:
                     outcome.completed.append(name)
                 outcome.fired.extend(result.fired)
-                outcome.states[name] = cached.state.copy()
+                outcome.states[name] = target.state.copy()
             for name in outcome.completed:
-                del group.trackers[name]
-                self._removed.setdefault(group_id, set()).add(name)
+                if group.trackers[name].definition.period is None:
+                    del group.trackers[name]
+                    self._removed.setdefault(group_id, set()).add(name)
             if outcome.changed:
                 self._mark_dirty(group_id)
             self._queue(group_id, source_id or event_id, outcome.fired, now)
             self._remember(group_id, event_id, now, outcome)
             return copy.deepcopy(outcome)
+
+    @staticmethod
+    def _alive(cached: CachedTracker, now: float) -> bool:
+        return cached.expire_at is None or cached.expire_at > now
 
     def _queue(self, group_id: str, source_id: str, fired: Sequence[Fired], now: float) -> None:
         for index, item in enumerate(fired):
@@ -245,6 +287,26 @@ class MemoryDataCache(DataCache):
                 self._queue(group_id, source_id, [f for _, f in taken], now)
                 found.extend((group_id, cached, fired) for cached, fired in taken)
             return found
+
+    def periodic_groups(self, limit: int = 1000, after: str = "") -> list[str]:
+        with self._lock:
+            found = sorted(
+                group_id
+                for group_id, group in self._groups.items()
+                if group_id > after
+                and any(t.definition.period is not None for t in group.trackers.values())
+            )
+            return found[:limit]
+
+    def evict_group(self, group_id: str) -> bool:
+        with self._lock:
+            if group_id in self._dirty:
+                return False
+            if any(entry.group_id == group_id for entry in self._outbox.values()):
+                return False
+            self._groups.pop(group_id, None)
+            self._seen.pop(group_id, None)
+            return True
 
     def dirty_groups(self, limit: int = 1000) -> list[str]:
         with self._lock:
