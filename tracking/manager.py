@@ -261,9 +261,12 @@ class TrackingManager:
         assert outcome is not None
         result = self._result(group_id, event_id, outcome, definitions)
         if outcome.status == "applied":
-            if self.durability == "write-through" and outcome.changed:
-                flush_group(self.data_cache, self.data_store, group_id)
             self._dispatch(result.events)
+        if self.durability == "write-through":
+            # Also for a duplicate: a retried event whose first try reached the
+            # cache but not the store is persisted now. Raises if the store
+            # fails, so the caller (the task) does not acknowledge the event.
+            flush_group(self.data_cache, self.data_store, group_id)
         return result
 
     def _cold_load(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
