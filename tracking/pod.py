@@ -95,6 +95,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tracking._process import pid_alive
 from tracking.errors import StoreError, TrackingTypeError, TrackingValueError
 
 __all__ = [
@@ -182,22 +183,6 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> Non
         raise
     if sync_dir:
         fsync_directory(path.parent)
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (a permission error means it does)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# --------------------------------------------------------------------------
-# JSON-only checks
-# --------------------------------------------------------------------------
 
 
 def _norm_key(key: object) -> str:
@@ -338,7 +323,7 @@ class _Core:
         with contextlib.suppress(OSError):
             for name in os.listdir(self.path):
                 match = _TEMP_FILE.match(name)
-                if match and not _pid_alive(int(match.group(1))):
+                if match and not pid_alive(int(match.group(1))):
                     with contextlib.suppress(OSError):
                         os.unlink(self.path / name)
 

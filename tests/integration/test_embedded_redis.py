@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tracking._process import pid_alive
 from tracking.cache import embedded
 from tracking.cache.embedded import (
     STATE_FILENAME,
@@ -78,7 +79,7 @@ def redis_server_pids(socket_path: Path) -> list[int]:
             continue
         if b"redis-server" in cmdline and os.fsencode(socket_path) in cmdline:
             pids.append(int(entry.name))
-    return [pid for pid in pids if embedded._pid_alive(pid)]
+    return [pid for pid in pids if pid_alive(pid)]
 
 
 def wait_until(predicate: Callable[[], bool], within: float = GONE_WITHIN) -> bool:
@@ -189,7 +190,7 @@ def test_start_serves_and_stop_removes_everything(data_dir: Path) -> None:
         client.close()
     assert not server.running
     assert server.pid is None
-    assert not embedded._pid_alive(pid)
+    assert not pid_alive(pid)
     assert not (data_dir / "redis.sock").exists()
     assert not (data_dir / STATE_FILENAME).exists()
     server.stop()  # idempotent
@@ -254,7 +255,7 @@ def test_two_processes_share_one_server(data_dir: Path, tmp_path: Path, children
     children.release(second)
     server_pid = reports[0]["server_pid"]
     assert isinstance(server_pid, int)
-    assert wait_until(lambda: not embedded._pid_alive(server_pid))
+    assert wait_until(lambda: not pid_alive(server_pid))
 
 
 def test_sigkill_of_owner_stops_server_and_data_survives(
@@ -266,11 +267,11 @@ def test_sigkill_of_owner_stops_server_and_data_survives(
     report = children.report(owner)
     server_pid = report["server_pid"]
     assert isinstance(server_pid, int)
-    assert embedded._pid_alive(server_pid)
+    assert pid_alive(server_pid)
 
     owner.send_signal(signal.SIGKILL)
     owner.wait()
-    assert wait_until(lambda: not embedded._pid_alive(server_pid)), "orphan redis-server"
+    assert wait_until(lambda: not pid_alive(server_pid)), "orphan redis-server"
     assert redis_server_pids(socket_path_for(data_dir)) == []
 
     # The stale record is ignored; a new server (ours now) has the data.
@@ -315,7 +316,7 @@ def test_server_started_from_a_short_lived_thread_outlives_it(data_dir: Path) ->
     # A server forked by the exited thread would have had SIGTERM by now
     # (redis acts on it within ~0.1 s); give it ample time to show.
     time.sleep(1.0)
-    assert embedded._pid_alive(server_pid)
+    assert pid_alive(server_pid)
     assert client.ping()
     client.close()
 

@@ -91,6 +91,7 @@ from typing import Any, Self, TypeVar
 
 import redis
 
+from tracking._process import pid_alive
 from tracking.errors import CacheError, MissingDependencyError
 
 __all__ = [
@@ -189,26 +190,6 @@ def broker_url_from_redis_url(redis_url: str) -> str:
     return url if db == "0" else f"{url}?virtual_host={db}"
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether `pid` is a live process (zombies count as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # pragma: no cover - no procfs: fall back to signal 0
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    state = raw.rpartition(")")[2].split()[0]
-    return state not in {"Z", "X"}
-
-
 def _serves_dir(pid: int, data_dir: Path) -> bool:
     """Whether `pid` is a live redis-server working in `data_dir`.
 
@@ -220,7 +201,7 @@ def _serves_dir(pid: int, data_dir: Path) -> bool:
         cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return False
-    return b"redis-server" in cmdline and cwd == data_dir and _pid_alive(pid)
+    return b"redis-server" in cmdline and cwd == data_dir and pid_alive(pid)
 
 
 def _log_tail(log_path: Path) -> str:
