@@ -21,7 +21,7 @@ from typing import Any
 from celery_app import metrics, runtime
 from celery_app.app import app
 from tasks.base import TrackingTask
-from tasks.events import drain_all, drain_soon
+from tasks.events import drain_all, publish_now
 
 #: Groups (or trackers) handled by one run; the rest waits for the next run.
 BATCH_LIMIT = 1000
@@ -61,10 +61,9 @@ def drain_outbox(self: TrackingTask) -> dict[str, Any]:
 
 @app.task(base=TrackingTask, bind=True, name="tasks.expire_sweep", ignore_result=True)  # type: ignore[untyped-decorator]
 def expire_sweep(self: TrackingTask, limit: int = BATCH_LIMIT) -> int:
-    """Remove expired trackers (EXPIRED events go through the outbox); returns how many."""
+    """Remove expired trackers and publish their EXPIRED events; returns how many."""
     expired = runtime.get_manager().sweep_expired(limit)
-    if expired:
-        drain_soon()
+    publish_now(expired)
     return len(expired)
 
 
@@ -76,13 +75,13 @@ def reset_due(self: TrackingTask) -> Any:
     rolls over every periodic tracker whose current period ended (state
     carries the period id; the rollover is keyed by it, so a second call in
     the same period changes nothing), queues RESET events in the outbox,
-    and returns them. Until the engine provides it, this job does nothing.
+    and returns them; they are published here with their snapshots. A
+    manager without ``reset_due`` makes this job a no-op.
     """
     manager = runtime.get_manager()
     method = getattr(manager, "reset_due", None)
     if method is None:
         return {"supported": False, "reset": 0}
     events = method(BATCH_LIMIT)
-    if events:
-        drain_soon()
+    publish_now(events)
     return {"supported": True, "reset": len(events)}

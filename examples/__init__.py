@@ -1,0 +1,1 @@
+"""Examples: a FastAPI app, a Django view, and reward handlers (see requirements.txt)."""

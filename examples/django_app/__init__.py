@@ -1,0 +1,1 @@
+"""A minimal Django view calling ``track.delay`` (see ``views.py``)."""
