@@ -1,0 +1,165 @@
+"""The Celery service's pure parts, without servers: config, handler registry, outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from celery_app import handlers
+from celery_app.celeryconfig import QUEUES, TASK_QUEUES, build_config
+from celery_app.outbox import drain, expand
+from config.settings import Settings
+from tracking import CountTracker, KeyValueEQ, TrackingManager
+from tracking.cache.memory import MemoryDataCache
+from tracking.errors import TrackingValueError
+from tracking.events import EVENT_TRACKER_ADDED, EVENT_TRACKER_ALL_COMPLETED
+from tracking.store.memory import MemoryDataStore
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry() -> Iterator[None]:
+    handlers.unregister_all()
+    yield
+    handlers.unregister_all()
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def test_config_is_json_only_acks_late_and_routes_by_role() -> None:
+    conf = build_config(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672//"))
+    assert conf["accept_content"] == ["json"]
+    assert conf["task_serializer"] == conf["result_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
+    assert conf["broker_transport_options"]["confirm_publish"] is True
+    assert {q.name for q in conf["task_queues"]} == set(QUEUES)
+    assert conf["task_routes"]["tasks.track"]["queue"] == "tracking"
+    assert conf["task_routes"]["tasks.reset"]["queue"] == "admin"
+    assert conf["task_routes"]["tasks.events.dispatch_event"]["queue"] == "events"
+    assert set(TASK_QUEUES.values()) <= set(QUEUES)
+    jobs = {job["task"] for job in conf["beat_schedule"].values()}
+    assert jobs == {
+        "tasks.flush_dirty",
+        "tasks.drain_outbox",
+        "tasks.expire_sweep",
+        "tasks.reset_due",
+    }
+
+
+def test_redis_visibility_timeout_stays_above_the_retry_backoff() -> None:
+    conf = build_config(
+        Settings(
+            broker_url="redis://127.0.0.1:6379/3",
+            visibility_timeout_seconds=60,
+            retry_backoff_max_seconds=600,
+            broker_transport_options={"global_keyprefix": "x:"},
+        )
+    )
+    options = conf["broker_transport_options"]
+    assert options["visibility_timeout"] == 1200
+    assert options["global_keyprefix"] == "x:"
+
+
+# -- handler registry ------------------------------------------------------------
+
+
+def test_on_event_by_code_name_or_all() -> None:
+    @handlers.on_event(EVENT_TRACKER_ALL_COMPLETED)
+    def by_code(event: dict[str, Any]) -> None: ...
+
+    @handlers.on_event("stage_completed", "EVENT_TRACKER_RESET")
+    def by_name(event: dict[str, Any]) -> None: ...
+
+    @handlers.on_event()
+    def every(event: dict[str, Any]) -> None: ...
+
+    assert handlers.handlers_for(EVENT_TRACKER_ALL_COMPLETED) == [
+        handlers.handler_name(by_code),
+        handlers.handler_name(every),
+    ]
+    assert handlers.registered()[handlers.handler_name(by_name)] == ["STAGE_COMPLETED", "RESET"]
+    assert handlers.get_handler(handlers.handler_name(every)) is every
+
+
+def test_unknown_codes_and_handlers_are_input_errors() -> None:
+    with pytest.raises(TrackingValueError, match="unknown event code"):
+        handlers.on_event("FINISHED")
+    with pytest.raises(handlers.UnknownHandlerError):
+        handlers.get_handler("os:system")  # never imported from a message
+
+
+def test_load_handlers_from_import_paths() -> None:
+    handlers.load_handlers(["tests.support.celery_handlers:grant_reward"])
+    assert "tests.support.celery_handlers:grant_reward" in handlers.handlers_for(
+        EVENT_TRACKER_ALL_COMPLETED
+    )
+    with pytest.raises(TrackingValueError, match="no 'missing'"):
+        handlers.load_handlers(["tests.support.celery_handlers:missing"])
+    with pytest.raises(TrackingValueError, match="module"):
+        handlers.load_handlers(["no_such_module_here"])
+
+
+# -- outbox -> publish -> ack ----------------------------------------------------
+
+
+def _manager() -> TrackingManager:
+    manager = TrackingManager(MemoryDataCache(), MemoryDataStore())
+    manager.add_tracker("u1", CountTracker("logins", [KeyValueEQ("kind", "login")], [1, 2]))
+    manager.add_tracker("u1", CountTracker("other", [KeyValueEQ("kind", "x")], 5))
+    return manager
+
+
+def test_drain_publishes_each_event_to_each_handler_then_acks() -> None:
+    @handlers.on_event()
+    def every(event: dict[str, Any]) -> None: ...
+
+    @handlers.on_event(EVENT_TRACKER_ALL_COMPLETED)
+    def reward(event: dict[str, Any]) -> None: ...
+
+    manager = _manager()
+    manager.track("u1", {"kind": "login"})
+    manager.track("u1", {"kind": "login"})
+    published: list[tuple[str, dict[str, Any]]] = []
+    report = drain(manager, lambda name, event: published.append((name, event)))
+    kinds = sorted(e["event"] for name, e in published if name.endswith("every"))
+    assert kinds == ["ADDED", "ADDED", "ALL_COMPLETED", "STAGE_COMPLETED"]
+    rewards = [e for name, e in published if name.endswith("reward")]
+    assert len(rewards) == 1 and rewards[0]["name"] == "logins"
+    assert rewards[0]["progress"] == 2 and rewards[0]["group_id"] == "u1"
+    assert report.entries == 4 and report.published == 5
+    assert manager.data_cache.outbox() == []
+    assert drain(manager, lambda *_: None).entries == 0
+
+
+def test_a_failed_publish_leaves_the_batch_in_the_outbox() -> None:
+    @handlers.on_event()
+    def every(event: dict[str, Any]) -> None: ...
+
+    manager = _manager()
+
+    def broken(name: str, event: dict[str, Any]) -> None:
+        raise ConnectionError("broker down")
+
+    with pytest.raises(ConnectionError):
+        drain(manager, broken)
+    assert len(manager.data_cache.outbox()) == 2
+    seen: list[str] = []
+    drain(manager, lambda name, event: seen.append(event["event_id"]))
+    assert len(seen) == 2  # published on the next drain: at-least-once
+
+
+def test_expand_snapshots_live_trackers_and_keeps_gone_ones_compact() -> None:
+    manager = _manager()
+    entries = manager.data_cache.outbox()
+    group = manager.data_cache.get_group("u1")
+    added = expand(entries[0], group)
+    assert added is not None and added["code"] == EVENT_TRACKER_ADDED
+    assert added["tracker"]["name"] == added["name"]
+    gone = expand(entries[0], None)
+    assert gone is not None and gone["tracker"] is None and gone["event_id"] == added["event_id"]
+    broken = type(entries[0])("u1", "x", {"code": 42, "name": "n"})
+    assert expand(broken, group) is None
