@@ -43,6 +43,7 @@ from tracking.events import (
 )
 from tracking.limiters import BaseLimiter, CountLimiter, TimeLimiter
 from tracking.model import Number, ResetPolicy, TrackerDefinition, TrackerState
+from tracking.periods import ResetPeriod
 from tracking.trackers import AccumulationTracker, CountTracker
 
 G = "group-1"
@@ -76,6 +77,34 @@ def count_def(
         reset_policy=policy,
         loop_forever=loop_forever,
     ).definition
+
+
+def periodic_def(
+    name: str,
+    targets: Number | list[Number] = 3,
+    *,
+    limiters: list[BaseLimiter] | None = None,
+    period: ResetPeriod | None = None,
+) -> TrackerDefinition:
+    """A count tracker that resets daily (default period policy: progress and limiters)."""
+    return CountTracker(
+        name,
+        [KeyValueEQ("k", 1)],
+        targets,
+        limiters=limiters or [],
+        reset_period=period or ResetPeriod("day"),
+    ).definition
+
+
+def bounds_around(cache: DataCache) -> tuple[int, int, int, int]:
+    """Four period starts, all before the cache's clock, and an end well after it.
+
+    Apply only checks that its clock lies inside each bound and rolls a
+    tracker whose period started earlier, so ``(s1, end)``, ``(s2, end)``,
+    ... behave as consecutive periods that all contain ``now``.
+    """
+    now = int(cache.now())
+    return now - 4000, now - 3000, now - 2000, now + 3600
 
 
 def acc_def(name: str, target: Number | list[Number] = 10) -> TrackerDefinition:
@@ -152,6 +181,18 @@ class CacheContract:
         assert isinstance(got.progress, float) and got.progress == 0.30000000000000004
         assert isinstance(got.limits[0], int) and isinstance(got.limits[1], float)
         assert got.period == 7
+
+    def test_install_gives_version_one(self, cache_factory: CacheFactory) -> None:
+        cache = cache_factory.new()
+        peer = cache_factory.peer(cache)
+        a = count_def("a")
+        assert cache.install_group(G, [fresh(a)])
+        assert peer.get_definitions(G) == (1, [a])
+        assert cache.apply(G, 1, [TrackStep(a, 1)], "e1").status == "applied"
+        version, _ = cache.put_trackers(G, [fresh(count_def("b"))], "admin")
+        assert version == 2
+        assert not peer.install_group(G, [fresh(a)])
+        assert cache.get_definitions(G) == (2, [a, count_def("b")])
 
     def test_empty_group_is_installed(self, cache: DataCache) -> None:
         assert cache.install_group(G, [])
@@ -316,30 +357,54 @@ class CacheContract:
 
     # -- dedupe --------------------------------------------------------------------
 
-    def test_duplicate_returns_original_and_changes_nothing(self, cache: DataCache) -> None:
-        a = count_def("a", [1, 5])
-        version = install(cache, a)
+    def test_duplicate_returns_names_and_current_states(self, cache: DataCache) -> None:
+        a, b = count_def("a", [1, 5]), count_def("b", 9)
+        version = install(cache, a, b)
         original = cache.apply(G, version, [TrackStep(a, 1)], "e1")
+        assert original.fired == [Fired(EVENT_TRACKER_STAGE_COMPLETED, "a", 0, 1)]
         before = cache.get_group(G)
         outbox_before = outbox_of(cache)
         again = cache.apply(G, version, [TrackStep(a, 1)], "e1")
         assert again.status == "duplicate"
-        assert (again.version, again.now, again.states) == (
-            original.version,
-            original.now,
-            original.states,
-        )
-        assert (again.changed, again.limited, again.completed, again.fired) == (
+        assert again.version == version and again.now >= original.now
+        assert (again.changed, again.limited, again.completed) == (
             original.changed,
             original.limited,
             original.completed,
-            original.fired,
         )
+        assert again.states == original.states
+        assert again.fired == []  # the original events are in the outbox already
         assert cache.get_group(G) == before
         assert outbox_of(cache) == outbox_before
+        # the states are the current ones, not the original ones
+        cache.apply(G, version, [TrackStep(a, 1)], "e2")
+        again = cache.apply(G, version, [TrackStep(a, 1)], "e1")
+        assert again.status == "duplicate" and again.changed == ["a"]
+        assert again.states == {"a": TrackerState(progress=2, stage=1)}
         # a duplicate is recognised even after the definitions moved on
-        cache.put_trackers(G, [fresh(count_def("z"))], "admin")
-        assert cache.apply(G, version, [TrackStep(a, 1)], "e1").status == "duplicate"
+        new_version, _ = cache.put_trackers(G, [fresh(count_def("z"))], "admin")
+        again = cache.apply(G, version, [TrackStep(a, 1)], "e1")
+        assert again.status == "duplicate" and again.version == new_version
+
+    def test_duplicate_after_a_definition_change(self, cache: DataCache) -> None:
+        """The digest holds names only, so a changed or removed tracker cannot break it."""
+        a = count_def("a", 100, limiters=[CountLimiter(1), CountLimiter(5)])
+        b = count_def("b", 1)
+        version = install(cache, a, b)
+        first = cache.apply(G, version, [TrackStep(a, 1), TrackStep(b, 1)], "e1")
+        assert (first.changed, first.limited, first.completed) == (["a", "b"], ["a"], ["b"])
+        replaced = count_def("a", 100)  # no limiters any more
+        version, _ = cache.put_trackers(
+            G, [CachedTracker(replaced, TrackerState(progress=7))], "admin", replace=True
+        )
+        again = cache.apply(G, version, [TrackStep(replaced, 1)], "e1")
+        assert again.status == "duplicate" and again.version == version
+        assert (again.changed, again.limited, again.completed) == (["a", "b"], ["a"], ["b"])
+        # b completed and left the group: only a's current state is shown
+        assert again.states == {"a": TrackerState(progress=7)}
+        cache.remove_trackers(G, ["a"], "admin-2")
+        gone = cache.apply(G, version, [], "e1")
+        assert gone.status == "duplicate" and gone.states == {}
 
     def test_event_ids_are_per_group(self, cache: DataCache) -> None:
         a = count_def("a")
@@ -626,6 +691,208 @@ class CacheContract:
             cache.apply(g, 1, [TrackStep(a, 1)], "e1")
         assert sorted(cache.dirty_groups()) == ["g1", "g2", "g3"]
         assert len(cache.dirty_groups(2)) == 2
+
+    # -- calendar periods ------------------------------------------------------------
+
+    def test_period_anchors_then_rolls_over_once(self, cache: DataCache) -> None:
+        p = periodic_def("p", 10, limiters=[CountLimiter(5)])
+        version = install(cache, p, count_def("plain"))
+        s1, s2, _, end = bounds_around(cache)
+        first = cache.apply(G, version, [TrackStep(p, 1)], "e1", periods={"p": (s1, end)})
+        assert first.status == "applied" and first.changed == ["p"] and first.fired == []
+        assert first.states == {"p": TrackerState(progress=1, limits=[4], period=s1)}
+        cache.apply(G, version, [TrackStep(p, 1)], "e2", periods={"p": (s1, end)})
+        assert state_of(cache, "p") == TrackerState(progress=2, limits=[3], period=s1)
+        # a new period: RESET fires, the tracker counts as changed and dirties the group
+        snapshot = cache.dirty_snapshot(G)
+        assert snapshot is not None and cache.clear_dirty(G, snapshot.mark)
+        rolled = cache.apply(G, version, [], "e3", periods={"p": (s2, end)})
+        assert rolled.status == "applied"
+        assert rolled.fired == [Fired(EVENT_TRACKER_RESET, "p", 0, 0)]
+        assert rolled.changed == ["p"] and rolled.limited == [] and rolled.completed == []
+        assert rolled.states == {"p": TrackerState(progress=0, limits=[5], period=s2)}
+        assert cache.dirty_groups() == [G]
+        assert outbox_of(cache)[-1]["event_id"] == make_event_id(
+            "e3", G, "p", EVENT_TRACKER_RESET, 0
+        )
+        # the same period again changes nothing; an earlier one is ignored
+        for event_id, start in (("e4", s2), ("e5", s1)):
+            same = cache.apply(G, version, [], event_id, periods={"p": (start, end)})
+            assert same.status == "applied"
+            assert same.changed == [] and same.fired == [] and same.states == {}
+        assert state_of(cache, "p") == TrackerState(progress=0, limits=[5], period=s2)
+
+    def test_rollover_in_insertion_order_before_the_steps(self, cache: DataCache) -> None:
+        p1, plain, p2 = periodic_def("p1", 5), count_def("plain", 1), periodic_def("p2", 5)
+        version = install(cache, p1, plain, p2)
+        s1, s2, _, end = bounds_around(cache)
+        both = {"p1": (s1, end), "p2": (s1, end)}
+        cache.apply(G, version, [TrackStep(p1, 2), TrackStep(p2, 1)], "e1", periods=both)
+        reversed_bounds = {"p2": (s2, end), "p1": (s2, end)}
+        outcome = cache.apply(
+            G, version, [TrackStep(plain, 1), TrackStep(p2, 4)], "e2", periods=reversed_bounds
+        )
+        assert outcome.fired == [
+            Fired(EVENT_TRACKER_RESET, "p1", 0, 0),
+            Fired(EVENT_TRACKER_RESET, "p2", 0, 0),
+            Fired(EVENT_TRACKER_ALL_COMPLETED, "plain", 0, 1),
+        ]
+        assert outcome.changed == ["p1", "p2", "plain"]
+        assert outcome.completed == ["plain"]
+        assert outcome.states == {
+            "p1": TrackerState(progress=0, period=s2),
+            "p2": TrackerState(progress=4, period=s2),
+            "plain": TrackerState(progress=1, completed=True),
+        }
+        assert [e.entry_id for e in cache.outbox(100) if e.group_id == G] == [
+            make_event_id("e2", G, "p1", EVENT_TRACKER_RESET, 0),
+            make_event_id("e2", G, "p2", EVENT_TRACKER_RESET, 1),
+            make_event_id("e2", G, "plain", EVENT_TRACKER_ALL_COMPLETED, 2),
+        ]
+
+    def test_completed_periodic_tracker_stays_and_reopens(self, cache: DataCache) -> None:
+        p = periodic_def("p", 2)
+        version = install(cache, p)
+        s1, s2, _, end = bounds_around(cache)
+        cache.apply(G, version, [TrackStep(p, 1)], "e1", periods={"p": (s1, end)})
+        done = cache.apply(G, version, [TrackStep(p, 1)], "e2", periods={"p": (s1, end)})
+        assert done.completed == ["p"] and done.changed == ["p"]
+        assert done.fired == [Fired(EVENT_TRACKER_ALL_COMPLETED, "p", 0, 2)]
+        completed = TrackerState(progress=2, completed=True, period=s1)
+        assert done.states == {"p": completed}
+        group = cache.get_group(G)
+        assert group is not None and list(group.trackers) == ["p"]
+        assert group.trackers["p"].state == completed
+        snapshot = cache.dirty_snapshot(G)
+        assert snapshot is not None and snapshot.removed == []
+        idle = cache.apply(G, version, [TrackStep(p, 1)], "e3", periods={"p": (s1, end)})
+        assert idle.changed == [] and idle.fired == [] and idle.states == {"p": completed}
+        reopened = cache.apply(G, version, [TrackStep(p, 1)], "e4", periods={"p": (s2, end)})
+        assert reopened.fired == [Fired(EVENT_TRACKER_RESET, "p", 0, 0)]
+        assert reopened.states == {"p": TrackerState(progress=1, period=s2)}
+
+    def test_period_policy_limiter_only_keeps_progress(self, cache: DataCache) -> None:
+        period = ResetPeriod("week", weekday=2, reset_policy=int(ResetPolicy.LIMITER))
+        p = periodic_def("p", [2, 100], limiters=[CountLimiter(3)], period=period)
+        version = install(cache, p)
+        s1, s2, _, end = bounds_around(cache)
+        # stage 0 completes at 2 and refills the limiter (the tracker's own policy)
+        for i in range(5):
+            cache.apply(G, version, [TrackStep(p, 1)], f"e{i}", periods={"p": (s1, end)})
+        assert state_of(cache, "p") == TrackerState(
+            progress=5, stage=1, limited=True, limits=[0], period=s1
+        )
+        rolled = cache.apply(G, version, [], "roll", periods={"p": (s2, end)})
+        assert rolled.fired == [Fired(EVENT_TRACKER_RESET, "p", 1, 5)]
+        assert rolled.states == {"p": TrackerState(progress=5, stage=1, limits=[3], period=s2)}
+
+    def test_clock_outside_a_bound_changes_nothing(self, cache: DataCache) -> None:
+        p = periodic_def("p", 5)
+        version = install(cache, p, count_def("plain"))
+        s1, _, _, end = bounds_around(cache)
+        cache.apply(G, version, [TrackStep(p, 1)], "e1", periods={"p": (s1, end)})
+        before, outbox_before = cache.get_group(G), outbox_of(cache)
+        future = (end, end + 86400)
+        for bounds in ({"p": future}, {"p": (s1, end), "ghost": future}):
+            outcome = cache.apply(G, version, [TrackStep(p, 1)], "e2", periods=bounds)
+            assert outcome.status == "clock" and outcome.version == version
+            assert s1 < outcome.now < end
+            assert outcome.changed == [] and outcome.fired == [] and outcome.states == {}
+        assert cache.get_group(G) == before and outbox_of(cache) == outbox_before
+        # the event id was not consumed: recomputed bounds apply it
+        retry = cache.apply(G, version, [TrackStep(p, 1)], "e2", periods={"p": (s1, end)})
+        assert retry.status == "applied" and retry.states["p"].progress == 2
+        # a stale version is reported before the clock
+        stale = cache.apply(G, version + 1, [], "e3", periods={"p": future})
+        assert stale.status == "stale"
+
+    def test_repeated_roll_id_resets_once(self, cache: DataCache) -> None:
+        """reset_due's idempotence: a repeated or late roll with the same id resets once."""
+        p = periodic_def("p", 5)
+        version = install(cache, p)
+        s1, s2, s3, end = bounds_around(cache)
+        cache.apply(G, version, [TrackStep(p, 3)], "e1", periods={"p": (s1, end)})
+        roll_id = f"period:{s2}"
+        first = cache.apply(G, version, [], roll_id, periods={"p": (s2, end)})
+        assert first.status == "applied"
+        assert first.fired == [Fired(EVENT_TRACKER_RESET, "p", 0, 0)]
+        cache.apply(G, version, [TrackStep(p, 1)], "e2", periods={"p": (s2, end)})
+        again = cache.apply(G, version, [], roll_id, periods={"p": (s2, end)})
+        assert again.status == "duplicate" and again.fired == [] and again.changed == ["p"]
+        assert again.states == {"p": TrackerState(progress=1, period=s2)}
+        resets = [e for e in outbox_of(cache) if e["code"] == EVENT_TRACKER_RESET]
+        assert len(resets) == 1
+        # the next period's roll id resets again, once
+        later = cache.apply(G, version, [], f"period:{s3}", periods={"p": (s3, end)})
+        assert later.fired == [Fired(EVENT_TRACKER_RESET, "p", 0, 0)]
+
+    def test_expired_periodic_tracker_is_not_rolled(self, cache: DataCache) -> None:
+        p, q = periodic_def("p"), periodic_def("q")
+        now = cache.now()
+        cache.install_group(G, [fresh(p, now - 10), fresh(q, now + 86400)])
+        s1, _, _, end = bounds_around(cache)
+        outcome = cache.apply(G, 1, [], "e1", periods={"p": (s1, end), "q": (s1, end)})
+        assert outcome.changed == ["q"] and list(outcome.states) == ["q"]
+
+    def test_periodic_groups_pages_in_name_order(self, cache: DataCache) -> None:
+        p, plain = periodic_def("p"), count_def("plain")
+        for group in ("g-e", "g-a", "g-d"):
+            install(cache, p, plain, group=group)
+        install(cache, plain, group="g-b")
+        cache.install_group("g-c", [])
+        assert cache.periodic_groups() == ["g-a", "g-d", "g-e"]
+        assert cache.periodic_groups(limit=2) == ["g-a", "g-d"]
+        assert cache.periodic_groups(limit=2, after="g-d") == ["g-e"]
+        assert cache.periodic_groups(after="g-e") == []
+        # put and remove keep the index in step
+        cache.put_trackers("g-b", [fresh(periodic_def("q"))], "admin-1")
+        cache.put_trackers("g-c", [fresh(periodic_def("q"))], "admin-2")
+        cache.remove_trackers("g-d", ["p"], "admin-3")
+        cache.put_trackers("g-e", [fresh(count_def("p"))], "admin-4", replace=True)
+        assert cache.periodic_groups() == ["g-a", "g-b", "g-c"]
+        # a completed periodic tracker stays, and so does its group's entry
+        s1, _, _, end = bounds_around(cache)
+        cache.apply("g-a", 1, [TrackStep(p, 3)], "e1", periods={"p": (s1, end)})
+        # expiry of the last periodic tracker drops the entry
+        now = cache.now()
+        cache.put_trackers("g-x", [fresh(periodic_def("p"), now + 100)], "admin-5")
+        assert cache.periodic_groups(after="g-c") == ["g-x"]
+        cache.expire("sweep", now=now + 200)
+        assert cache.periodic_groups() == ["g-a", "g-b", "g-c"]
+
+    # -- eviction --------------------------------------------------------------------
+
+    def test_evict_refuses_dirty_or_undelivered_and_then_drops(self, cache: DataCache) -> None:
+        a, p = count_def("a", [1, 10]), periodic_def("p")
+        version = install(cache, a, p)
+        s1, _, _, end = bounds_around(cache)
+        cache.apply(G, version, [TrackStep(a, 1)], "e1", periods={"p": (s1, end)})
+        assert not cache.evict_group(G)  # dirty
+        snapshot = cache.dirty_snapshot(G)
+        assert snapshot is not None and cache.clear_dirty(G, snapshot.mark)
+        assert not cache.evict_group(G)  # its STAGE_COMPLETED is still in the outbox
+        assert cache.get_group(G) is not None
+        cache.ack_outbox([e for e in cache.outbox(100) if e.group_id == G])
+        assert cache.evict_group(G)
+        assert cache.get_group(G) is None and cache.get_definitions(G) is None
+        assert cache.apply(G, version, [TrackStep(a, 1)], "e1").status == "missing"
+        assert cache.periodic_groups() == [] and cache.dirty_groups() == []
+        assert cache.evict_group(G)  # nothing cached: nothing to lose
+        assert cache.evict_group("never-seen")
+        # a reinstall starts at version 1 and has forgotten the event ids
+        assert cache.install_group(G, [fresh(a)])
+        assert cache.get_definitions(G) == (1, [a])
+        assert cache.apply(G, 1, [TrackStep(a, 1)], "e1").status == "applied"
+
+    def test_evict_leaves_other_groups_alone(self, cache: DataCache) -> None:
+        a = count_def("a", 100)
+        install(cache, a, group="g1")
+        install(cache, periodic_def("p"), group="g2")
+        cache.apply("g2", 1, [], "e1")
+        assert cache.evict_group("g1")
+        assert cache.get_group("g1") is None
+        assert cache.get_group("g2") is not None
+        assert cache.periodic_groups() == ["g2"]
 
     # -- flush -----------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ def _worker(
     manager = TrackingManager(cache, store)
     try:
         barrier.wait(timeout=120)
-        installed = load_group(cache, store, GROUP) if explicit_load else None
+        installed = load_group(cache, store, GROUP) is not None if explicit_load else None
         completed = limited_events = 0
         for i in range(n_events):
             result = manager.track(GROUP, {"k": 1}, event_id=f"{tag}-{i}")

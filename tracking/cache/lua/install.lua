@@ -1,9 +1,10 @@
 -- install.lua: install a group loaded from the store, only if it is absent.
 --
--- KEYS[1..6]: the group keys (state, meta, dedupe zset, dedupe hash, outbox,
---             removed), see lib.lua.
+-- KEYS[1..9]: the group keys and its index entries, see lib.lua.
 -- ARGV[1] TTL grace in seconds (see retime in lib.lua)
--- ARGV[2..] quads: tracker name, definition hash, packed state, expire_at ("" = none)
+-- ARGV[2] group id (its periodic index entry)
+-- ARGV[3..] quints: tracker name, definition hash, packed state,
+--           expire_at ("" = none), rules JSON if periodic ("" = not periodic)
 --
 -- Returns 1 if installed (version 1, not dirty: the store already holds it),
 -- 0 if the group was already there (nothing changes). Concurrent cold loads
@@ -13,7 +14,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local n = 0
 local meta = { F_VERSION, '1' }
 local states = {}
-for i = 2, #ARGV, 4 do
+local periodic = {}
+for i = 3, #ARGV, 5 do
   n = n + 1
   local value = ARGV[i + 1] .. ',' .. n
   if ARGV[i + 3] ~= '' then value = value .. ',' .. ARGV[i + 3] end
@@ -21,10 +23,12 @@ for i = 2, #ARGV, 4 do
   meta[#meta + 1] = value
   states[#states + 1] = ARGV[i]
   states[#states + 1] = ARGV[i + 2]
+  if ARGV[i + 4] ~= '' then periodic[#periodic + 1] = { n, ARGV[i], ARGV[i + 4] } end
 end
 meta[#meta + 1] = F_ORD
 meta[#meta + 1] = tostring(n)
 redis.call('HSET', KEYS[2], unpack(meta))
 if #states > 0 then redis.call('HSET', KEYS[1], unpack(states)) end
+if #periodic > 0 then periodic_save(periodic, ARGV[2]) end
 retime(tonumber(ARGV[1]))
 return 1

@@ -1,14 +1,19 @@
 -- lib.lua: helpers shared by every group script (prepended to each of them by
 -- tracking/cache/redis.py before SCRIPT LOAD; it has no KEYS/ARGV of its own).
 --
--- Every group script receives the same six keys, all under the group's hash
--- tag {<prefix>:<group_id>} so that a script touches a single cluster slot:
+-- Every group script receives the same nine keys. The first six are the
+-- group's, all under its hash tag {<prefix>:<group_id>}; the last three are
+-- the group's entries in the cross-group indexes (one shard of each, chosen
+-- by CRC-32 of the group id), written in the same atomic step:
 --   KEYS[1] state hash     tracker name -> packed state
 --   KEYS[2] meta hash      "\1..." group fields; tracker name -> "hash,ord[,expire_at]"
 --   KEYS[3] dedupe zset    event id -> time it was applied
---   KEYS[4] dedupe hash    event id -> the original reply body
+--   KEYS[4] dedupe hash    event id -> digest: changed, limited, completed names
 --   KEYS[5] outbox hash    outbox event id -> "seq\tcode\tstage\tprogress\tlimiter\tts\tname"
 --   KEYS[6] removed set    tracker names removed since the last flush (tombstones)
+--   KEYS[7] work index     zset of groups that may be dirty or hold outbox entries
+--   KEYS[8] expiry index   zset of groups with expiring trackers (kept by the client)
+--   KEYS[9] periodic index zset (score 0, ordered by name) of groups with a periodic tracker
 --
 -- Numbers keep Python's int/float distinction: a number is carried as a string
 -- and is a float exactly when that string contains ".", "e", "E" or "n"
@@ -19,9 +24,17 @@
 -- that reads back to the same double, so values round-trip exactly.
 --
 -- Packed state (well under 64 bytes, so small groups stay listpack-encoded):
---   progress ":" stage ":" flags [":" limiter value]* ["|" period id]
--- flags: bit 0 completed, bit 1 limited. The optional "|..." tail is kept
--- verbatim by every script (reserved for calendar-period ids).
+--   progress ":" stage ":" flags [":" limiter value]* ["|" period start]
+-- flags: bit 0 completed, bit 1 limited; the period start (epoch seconds) is
+-- present once a periodic tracker has been anchored to a calendar period.
+--
+-- Rules of a definition (tracking/cache/redis.py rules_of) arrive as JSON
+-- and are decoded by cjson (C, no Lua string splitting):
+--   [targets, loop_forever (0/1), reset_policy, [[kind, value], ...], period_policy]
+-- with limiter kind 1 = count (value: initial count, an int) and 2 = time
+-- (value: interval seconds); period_policy is 0 for a tracker without a
+-- calendar reset period. Rules only hold values that are compared or copied
+-- as ints, so cjson's doubles are exact.
 
 local F_VERSION = '\1v'   -- definitions version (present <=> group installed)
 local F_SEQ = '\1q'       -- last dirty sequence number handed out
@@ -29,6 +42,9 @@ local F_DIRTY = '\1d'     -- dirty mark (= sequence at the last change); absent 
 local F_ORD = '\1n'       -- last tracker ordinal handed out (insertion order)
 local F_OSEQ = '\1o'      -- last outbox sequence number handed out
 local F_TTL = '\1e'       -- unix ms at which the whole group expires (see retime)
+local F_MINEXP = '\1x'    -- earliest expire_at of any tracker; absent when none expires
+local F_PERIODIC = '\1p'  -- JSON [[ordinal, name, rules JSON], ...] of periodic trackers
+local F_TRIM = '\1t'      -- time at which the dedupe records are next trimmed by age
 
 local EV_ADDED = 1001
 local EV_STAGE_COMPLETED = 1002
@@ -89,24 +105,31 @@ local function clock()
 end
 
 local function unpack_state(s)
-  local body, tail = s, ''
+  local period = nil
   local bar = string.find(s, '|', 1, true)
   if bar then
-    body = string.sub(s, 1, bar - 1)
-    tail = string.sub(s, bar)
+    period = tonumber(string.sub(s, bar + 1))
+    s = string.sub(s, 1, bar - 1)
   end
-  local parts = split(body, ':')
-  local flags = tonumber(parts[3])
+  local c1 = string.find(s, ':', 1, true)
+  local c2 = string.find(s, ':', c1 + 1, true)
+  local c3 = string.find(s, ':', c2 + 1, true)
+  local ptext = string.sub(s, 1, c1 - 1)
+  local flags = tonumber(string.sub(s, c2 + 1, (c3 or 0) - 1))
   local st = {
-    p = tonumber(parts[1]), pf = is_float(parts[1]),
-    stage = tonumber(parts[2]),
+    p = tonumber(ptext), pf = is_float(ptext),
+    stage = tonumber(string.sub(s, c1 + 1, c2 - 1)),
     completed = flags % 2 == 1,
-    limited = math.floor(flags / 2) % 2 == 1,
-    lim = {}, limf = {}, tail = tail,
+    limited = flags >= 2,
+    lim = {}, limf = {}, period = period,
   }
-  for i = 4, #parts do
-    st.lim[#st.lim + 1] = tonumber(parts[i])
-    st.limf[#st.limf + 1] = is_float(parts[i])
+  if c3 then
+    local n = 0
+    for part in string.gmatch(string.sub(s, c3 + 1), '[^:]+') do
+      n = n + 1
+      st.lim[n] = tonumber(part)
+      st.limf[n] = is_float(part)
+    end
   end
   return st
 end
@@ -115,11 +138,12 @@ local function pack_state(st)
   local flags = 0
   if st.completed then flags = flags + 1 end
   if st.limited then flags = flags + 2 end
-  local out = { fmt_num(st.p, st.pf), string.format('%d', st.stage), tostring(flags) }
+  local out = fmt_num(st.p, st.pf) .. ':' .. string.format('%d', st.stage) .. ':' .. flags
   for i = 1, #st.lim do
-    out[#out + 1] = fmt_num(st.lim[i], st.limf[i])
+    out = out .. ':' .. fmt_num(st.lim[i], st.limf[i])
   end
-  return table.concat(out, ':') .. st.tail
+  if st.period ~= nil then out = out .. '|' .. string.format('%d', st.period) end
+  return out
 end
 
 -- Meta value of a tracker: "hash,ordinal[,expire_at]".
@@ -132,42 +156,19 @@ local function unpack_meta(s)
   return parts[1], tonumber(parts[2]), expire
 end
 
--- Rules of a definition, compiled by the worker (tracking/cache/redis.py
--- rules_of): "targets;loop_forever;reset_policy;limiters" where targets is a
--- comma list of numbers and limiters a comma list of "c<count>" / "t<interval>".
-local RULES = {}
-local function parse_rules(s)
-  local cached = RULES[s]
-  if cached then return cached end
-  local parts = split(s, ';')
-  local r = { targets = {}, loop = parts[2] == '1', policy = tonumber(parts[3]), lims = {} }
-  for _, t in ipairs(split(parts[1], ',')) do
-    r.targets[#r.targets + 1] = tonumber(t)
-  end
-  if parts[4] ~= '' then
-    for _, l in ipairs(split(parts[4], ',')) do
-      local kind = string.sub(l, 1, 1)
-      local value = string.sub(l, 2)
-      r.lims[#r.lims + 1] = { kind = kind, v = tonumber(value), vf = is_float(value) }
-    end
-  end
-  RULES[s] = r
-  return r
-end
-
 local function has_flag(policy, bit)
   return math.floor(policy / bit) % 2 == 1
 end
 
--- engine.apply_reset_policy
+-- engine.apply_reset_policy (r: decoded rules, see the header)
 local function apply_reset_policy(r, st, policy, now)
   if has_flag(policy, 1) then
     st.p, st.pf = 0, false
   end
   if has_flag(policy, 2) then
-    for i, l in ipairs(r.lims) do
-      if l.kind == 'c' then
-        st.lim[i], st.limf[i] = l.v, l.vf
+    for i, l in ipairs(r[4]) do
+      if l[1] == 1 then
+        st.lim[i], st.limf[i] = l[2], false
       else
         st.lim[i], st.limf[i] = now, true
       end
@@ -178,18 +179,18 @@ end
 
 -- engine._exhausted_count_limiter (0-based index, or nil)
 local function exhausted(r, st)
-  for i, l in ipairs(r.lims) do
-    if l.kind == 'c' and st.lim[i] <= 0 then return i - 1 end
+  for i, l in ipairs(r[4]) do
+    if l[1] == 1 and st.lim[i] <= 0 then return i - 1 end
   end
   return nil
 end
 
 -- engine._closed_time_window (0-based index, or nil)
 local function closed_window(r, st, now)
-  for i, l in ipairs(r.lims) do
-    if l.kind == 't' then
+  for i, l in ipairs(r[4]) do
+    if l[1] == 2 then
       local start = st.lim[i]
-      if not (start <= now and now <= start + l.v) then return i - 1 end
+      if not (start <= now and now <= start + l[2]) then return i - 1 end
     end
   end
   return nil
@@ -203,32 +204,35 @@ end
 local function step(r, name, st, delta, deltaf, now)
   local out = {}
   if st.completed then return false, false, out end
-  if exhausted(r, st) ~= nil then return false, true, out end
-  local closed = closed_window(r, st, now)
-  if closed ~= nil then
-    local changed = false
-    if not st.limited then
-      st.limited = true
-      changed = true
-      out[#out + 1] = fired(EV_LIMITED, name, st, closed)
+  local lims = r[4]
+  if #lims > 0 then
+    if exhausted(r, st) ~= nil then return false, true, out end
+    local closed = closed_window(r, st, now)
+    if closed ~= nil then
+      local changed = false
+      if not st.limited then
+        st.limited = true
+        changed = true
+        out[#out + 1] = fired(EV_LIMITED, name, st, closed)
+      end
+      return changed, true, out
     end
-    return changed, true, out
+    for i, l in ipairs(lims) do
+      if l[1] == 1 then st.lim[i] = st.lim[i] - 1 end
+    end
   end
   st.limited = false
-  for i, l in ipairs(r.lims) do
-    if l.kind == 'c' then st.lim[i] = st.lim[i] - 1 end
-  end
   st.p = st.p + delta
   st.pf = st.pf or deltaf
-  local targets = r.targets
+  local targets = r[1]
   while st.p >= targets[st.stage + 1] do
     if st.stage + 1 < #targets then
       out[#out + 1] = fired(EV_STAGE_COMPLETED, name, st, nil)
       st.stage = st.stage + 1
-      apply_reset_policy(r, st, r.policy, now)
-    elseif r.loop then
+      apply_reset_policy(r, st, r[3], now)
+    elseif r[2] == 1 then
       out[#out + 1] = fired(EV_STAGE_COMPLETED, name, st, nil)
-      apply_reset_policy(r, st, r.policy, now)
+      apply_reset_policy(r, st, r[3], now)
       break
     else
       st.completed = true
@@ -237,12 +241,34 @@ local function step(r, name, st, delta, deltaf, now)
       return true, false, out
     end
   end
-  local ex = exhausted(r, st)
-  if ex ~= nil and not st.limited then
-    st.limited = true
-    out[#out + 1] = fired(EV_LIMITED, name, st, ex)
+  if #lims > 0 then
+    local ex = exhausted(r, st)
+    if ex ~= nil and not st.limited then
+      st.limited = true
+      out[#out + 1] = fired(EV_LIMITED, name, st, ex)
+    end
   end
   return true, false, out
+end
+
+-- engine.roll_period: move a periodic tracker into the period starting at
+-- `start`; returns changed, and the RESET fired (or nil).
+local function roll_period(r, name, st, start, now)
+  if st.period == start then return false, nil end
+  if st.period == nil then
+    st.period = start
+    return true, nil
+  end
+  if st.period > start then return false, nil end
+  st.period = start
+  local policy = r[5]
+  if has_flag(policy, 1) then
+    st.stage = 0
+    st.completed = false
+  end
+  apply_reset_policy(r, st, policy, now)
+  if exhausted(r, st) ~= nil then st.limited = true end
+  return true, fired(EV_RESET, name, st, nil)
 end
 
 -- tracking.events.make_event_id: sha1 of length-prefixed parts, 32 hex chars.
@@ -258,30 +284,42 @@ local function fired_line(f)
   return f.code .. '\t' .. f.stage .. '\t' .. f.p .. '\t' .. lim
 end
 
--- Append fired events to the outbox with deterministic ids (see event_id).
-local function queue(source, group, list, ts)
-  if #list == 0 then return end
-  local last = redis.call('HINCRBY', KEYS[2], F_OSEQ, #list)
-  local first = last - #list
+-- The HSET arguments that append fired events to the outbox with
+-- deterministic ids (see event_id), numbered after outbox sequence `last`.
+local function outbox_args(source, group, list, ts, last)
   local tss = fmt_num(ts, true)
   local args = {}
   for i, f in ipairs(list) do
     args[#args + 1] = event_id(source, group, f.name, f.code, i - 1)
-    args[#args + 1] = (first + i) .. '\t' .. fired_line(f) .. '\t' .. tss .. '\t' .. f.name
+    args[#args + 1] = (last + i) .. '\t' .. fired_line(f) .. '\t' .. tss .. '\t' .. f.name
   end
-  redis.call('HSET', KEYS[5], unpack(args))
+  return args
 end
 
--- Mark the group dirty with a fresh sequence number: the current time in
--- microseconds, or last + 1 if the clock has not moved on. Time-based so that
--- the mark keeps growing across a group's eviction and reinstall (stores
--- keep the record with the highest sequence).
-local function mark_dirty(now_us)
-  local last = tonumber(redis.call('HGET', KEYS[2], F_SEQ) or '0')
+-- Append fired events to the outbox (admin scripts; apply batches its own writes).
+local function queue(source, group, list, ts)
+  if #list == 0 then return end
+  local last = redis.call('HINCRBY', KEYS[2], F_OSEQ, #list)
+  redis.call('HSET', KEYS[5], unpack(outbox_args(source, group, list, ts, last - #list)))
+  redis.call('ZADD', KEYS[7], 'NX', ts, ARGV[2])
+end
+
+-- The next dirty sequence number: the current time in microseconds, or
+-- last + 1 if the clock has not moved on. Time-based so that the mark keeps
+-- growing across a group's eviction and reinstall (stores keep the record
+-- with the highest sequence).
+local function next_seq(last, now_us)
   local seq = now_us
-  if seq <= last then seq = last + 1 end
-  local s = string.format('%d', seq)
+  local prev = tonumber(last or '0')
+  if seq <= prev then seq = prev + 1 end
+  return string.format('%d', seq)
+end
+
+-- Mark the group dirty (admin scripts, whose ARGV[2] is the group id).
+local function mark_dirty(now_us, now)
+  local s = next_seq(redis.call('HGET', KEYS[2], F_SEQ), now_us)
   redis.call('HSET', KEYS[2], F_SEQ, s, F_DIRTY, s)
+  redis.call('ZADD', KEYS[7], 'NX', now, ARGV[2])
   return s
 end
 
@@ -290,8 +328,8 @@ local function bump_version()
 end
 
 -- Give every existing group key the group's TTL (if it has one).
-local function apply_ttl()
-  local at = redis.call('HGET', KEYS[2], F_TTL)
+local function apply_ttl(at)
+  if at == nil then at = redis.call('HGET', KEYS[2], F_TTL) end
   if at then
     for i = 1, 6 do redis.call('PEXPIREAT', KEYS[i], at) end
   end
@@ -301,20 +339,27 @@ end
 -- has an expire_at, all group keys expire `grace` seconds after the latest
 -- expire_at (abandoned groups vanish); as soon as a tracker without
 -- expire_at is present the keys persist. An emptied group keeps whatever
--- TTL it had.
+-- TTL it had. Also records the earliest expire_at (F_MINEXP), which lets
+-- apply skip per-tracker expiry checks while no tracker can have expired.
 local function retime(grace)
   local all = redis.call('HGETALL', KEYS[2])
-  local count, latest, forever = 0, nil, false
+  local count, latest, earliest, forever = 0, nil, nil, false
   for i = 1, #all, 2 do
     if string.byte(all[i], 1) ~= 1 then
       count = count + 1
       local _, _, expire = unpack_meta(all[i + 1])
       if expire == nil then
         forever = true
-      elseif latest == nil or expire > latest then
-        latest = expire
+      else
+        if latest == nil or expire > latest then latest = expire end
+        if earliest == nil or expire < earliest then earliest = expire end
       end
     end
+  end
+  if earliest == nil then
+    redis.call('HDEL', KEYS[2], F_MINEXP)
+  else
+    redis.call('HSET', KEYS[2], F_MINEXP, fmt_num(earliest, true))
   end
   if forever then
     if redis.call('HDEL', KEYS[2], F_TTL) == 1 then
@@ -341,6 +386,37 @@ local function trackers_in_order()
   end
   table.sort(list, function(a, b) return a.ord < b.ord end)
   return list
+end
+
+-- The periodic trackers of the group: {{ordinal, name, rules JSON}, ...}.
+local function periodic_list()
+  local raw = redis.call('HGET', KEYS[2], F_PERIODIC)
+  if not raw then return {} end
+  return cjson.decode(raw)
+end
+
+-- Store the periodic trackers (in insertion order) and keep the group's
+-- entry in the periodic index in step with whether there are any.
+local function periodic_save(list, group)
+  if #list == 0 then
+    redis.call('HDEL', KEYS[2], F_PERIODIC)
+    redis.call('ZREM', KEYS[9], group)
+  else
+    table.sort(list, function(a, b) return a[1] < b[1] end)
+    redis.call('HSET', KEYS[2], F_PERIODIC, cjson.encode(list))
+    redis.call('ZADD', KEYS[9], 0, group)
+  end
+end
+
+-- Forget removed trackers in the periodic list (names: set name -> true).
+local function periodic_forget(names, group)
+  local raw = redis.call('HGET', KEYS[2], F_PERIODIC)
+  if not raw then return end
+  local kept = {}
+  for _, e in ipairs(cjson.decode(raw)) do
+    if not names[e[2]] then kept[#kept + 1] = e end
+  end
+  periodic_save(kept, group)
 end
 
 -- Remove one tracker (state + meta) and leave a tombstone; returns the

@@ -1,25 +1,26 @@
 -- put.lua: add trackers, or with replace add-or-replace them, atomically.
 --
--- KEYS[1..6]: the group keys (state, meta, dedupe zset, dedupe hash, outbox,
---             removed), see lib.lua.
+-- KEYS[1..9]: the group keys and its index entries, see lib.lua.
 -- ARGV[1] source id (outbox event ids)
 -- ARGV[2] group id
 -- ARGV[3] "1" to replace existing trackers, "0" to refuse a clash
 -- ARGV[4] TTL grace in seconds (see retime in lib.lua)
--- ARGV[5..] quads: tracker name, definition hash, packed state, expire_at ("" = none)
+-- ARGV[5..] quints: tracker name, definition hash, packed state,
+--           expire_at ("" = none), rules JSON if periodic ("" = not periodic)
 --
 -- Without replace, an existing name returns {"conflict", name} and nothing
 -- changes. Otherwise a missing group is created (version 1), trackers are
 -- written (a replaced tracker keeps its place in the order), tombstones of
--- those names are dropped, the version is bumped, the group marked dirty,
--- ADDED queued for each new tracker, and {"ok", version, fired lines} is
--- returned with fired lines "code\tstage\tprogress\tlimiter\tname".
+-- those names are dropped, the periodic list and index follow the new
+-- definitions, the version is bumped, the group marked dirty, ADDED queued
+-- for each new tracker, and {"ok", version, fired lines} is returned with
+-- fired lines "code\tstage\tprogress\tlimiter\tname".
 
 redis.replicate_commands()
 local now, now_us = clock()
 local replace = ARGV[3] == '1'
 if not replace then
-  for i = 5, #ARGV, 4 do
+  for i = 5, #ARGV, 5 do
     if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return { 'conflict', ARGV[i] } end
   end
 end
@@ -27,8 +28,13 @@ if redis.call('HEXISTS', KEYS[2], F_VERSION) == 0 then
   redis.call('HSET', KEYS[2], F_VERSION, '1')
 end
 local fired_list = {}
-for i = 5, #ARGV, 4 do
-  local name, hash, packed, expire = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+local periodic = periodic_list()
+local was_periodic = #periodic > 0
+local by_name = {}
+for i, e in ipairs(periodic) do by_name[e[2]] = i end
+for i = 5, #ARGV, 5 do
+  local name, hash, packed, expire, rules = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4]
   local old = redis.call('HGET', KEYS[2], name)
   local ord
   if old then
@@ -44,9 +50,20 @@ for i = 5, #ARGV, 4 do
   redis.call('HSET', KEYS[2], name, value)
   redis.call('HSET', KEYS[1], name, packed)
   redis.call('SREM', KEYS[6], name)
+  local at = by_name[name]
+  if at then periodic[at][3] = rules end
+  if rules ~= '' and not at then
+    periodic[#periodic + 1] = { ord, name, rules }
+    by_name[name] = #periodic
+  end
 end
+local kept = {}
+for _, e in ipairs(periodic) do
+  if e[3] ~= '' then kept[#kept + 1] = e end
+end
+if was_periodic or #kept > 0 then periodic_save(kept, ARGV[2]) end
 local version = bump_version()
-mark_dirty(now_us)
+mark_dirty(now_us, now)
 queue(ARGV[1], ARGV[2], fired_list, now)
 retime(tonumber(ARGV[4]))
 local lines = {}

@@ -1,7 +1,6 @@
 -- remove.lua: remove trackers (all, or the named ones that exist), atomically.
 --
--- KEYS[1..6]: the group keys (state, meta, dedupe zset, dedupe hash, outbox,
---             removed), see lib.lua.
+-- KEYS[1..9]: the group keys and its index entries, see lib.lua.
 -- ARGV[1] source id (outbox event ids)
 -- ARGV[2] group id
 -- ARGV[3] "1" to remove every tracker (insertion order), "0" for the named ones
@@ -9,8 +8,9 @@
 -- ARGV[5..] tracker names (in the order REMOVED fires)
 --
 -- Each removed tracker leaves a tombstone; if any was removed the version is
--- bumped, the group marked dirty and REMOVED queued. Returns one line per
--- removed tracker, "name\tpacked state\tmeta value", joined by "\n".
+-- bumped, the periodic list and index updated, the group marked dirty and
+-- REMOVED queued. Returns one line per removed tracker,
+-- "name\tpacked state\tmeta value", joined by "\n".
 
 redis.replicate_commands()
 local now, now_us = clock()
@@ -20,18 +20,20 @@ if ARGV[3] == '1' then
 else
   for i = 5, #ARGV do wanted[#wanted + 1] = ARGV[i] end
 end
-local lines, fired_list = {}, {}
+local lines, fired_list, gone = {}, {}, {}
 for _, name in ipairs(wanted) do
   local meta = redis.call('HGET', KEYS[2], name)
   if meta then
     local packed, line = take(name, meta)
     lines[#lines + 1] = line
+    gone[name] = true
     fired_list[#fired_list + 1] = fired(EV_REMOVED, name, unpack_state(packed), nil)
   end
 end
 if #lines > 0 then
+  periodic_forget(gone, ARGV[2])
   bump_version()
-  mark_dirty(now_us)
+  mark_dirty(now_us, now)
   queue(ARGV[1], ARGV[2], fired_list, now)
   retime(tonumber(ARGV[4]))
 end

@@ -1,12 +1,11 @@
 -- reset.lua: reset trackers (engine.reset semantics), atomically.
 --
--- KEYS[1..6]: the group keys (state, meta, dedupe zset, dedupe hash, outbox,
---             removed), see lib.lua.
+-- KEYS[1..9]: the group keys and its index entries, see lib.lua.
 -- ARGV[1] source id (outbox event ids)
 -- ARGV[2] group id
 -- ARGV[3] definitions version the rules below belong to
 -- ARGV[4] reset policy, "" for each tracker's own
--- ARGV[5..] pairs: tracker name, rules (see parse_rules in lib.lua)
+-- ARGV[5..] pairs: tracker name, rules JSON (see lib.lua)
 --
 -- Returns {"stale", version} if the version differs (nothing changes; the
 -- caller reloads the definitions and retries), {"missing"} without the
@@ -25,9 +24,9 @@ for i = 5, #ARGV, 2 do
   local meta = redis.call('HGET', KEYS[2], name)
   local packed = redis.call('HGET', KEYS[1], name)
   if meta and packed then
-    local r = parse_rules(ARGV[i + 1])
+    local r = cjson.decode(ARGV[i + 1])
     local st = unpack_state(packed)
-    local policy = r.policy
+    local policy = r[3]
     if ARGV[4] ~= '' then policy = tonumber(ARGV[4]) end
     apply_reset_policy(r, st, policy, now)
     st.completed = false
@@ -39,7 +38,7 @@ for i = 5, #ARGV, 2 do
   end
 end
 if #lines > 0 then
-  mark_dirty(now_us)
+  mark_dirty(now_us, now)
   queue(ARGV[1], ARGV[2], fired_list, now)
   apply_ttl()
 end
