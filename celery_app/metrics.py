@@ -3,10 +3,12 @@
 Prefork pool processes each count in their own memory; Prometheus'
 multiprocess mode makes them write to memory-mapped files in
 ``PROMETHEUS_MULTIPROC_DIR`` which the worker's main process aggregates
-when scraped. That mode is chosen by ``prometheus_client`` when it is first
-imported, from the environment, so this module imports it only inside
-functions: :func:`start_server` (run by the main process at
-``worker_init``, before the pool forks) sets the directory first.
+when scraped. That mode is chosen by ``prometheus_client`` from the environment when it
+is imported, so this module imports it only inside functions, and
+:func:`start_server` (run by the main process at ``worker_init``, before
+the pool forks) sets the directory and re-selects the value class in case
+something imported ``prometheus_client`` earlier (the ``celery`` command
+does, through Flower's plugin).
 
 With ``TRACKING_METRICS_PORT`` unset nothing is served and metrics are
 plain in-process counters (cheap, unobserved).
@@ -35,6 +37,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,13 @@ def prepare_multiproc_dir(data_dir: Path) -> tuple[Path, bool]:
                 child.unlink()
     path.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROC_ENV] = str(path)
+    values: Any = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # Already imported (the ``celery`` command loads Flower's plugin, which
+        # imports prometheus_client): choose the value class again. Metrics
+        # look it up when constructed, and ours are constructed later, in the
+        # pool processes.
+        values.ValueClass = values.get_value_class()
     return path, not configured
 
 

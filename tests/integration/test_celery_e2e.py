@@ -171,3 +171,40 @@ def _sigkill_scenario(dep: Deployment) -> None:
     dep.start_worker("rescuer")
     wait_until(lambda: total() == expected, 180, f"all {expected} events after the kill")
     assert total() == expected
+
+
+def test_worker_serves_prometheus_metrics_of_all_pool_processes(tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.support.celery_env import free_port
+
+    port = free_port()
+    for dep in _deploy("embedded", tmp_path, metrics_port=port):
+        dep.start_worker()
+        runtime.get_manager().add_tracker("m1", _logins())
+        for _ in range(30):
+            track.delay("m1", {"kind": "login"})
+        flush_dirty.delay()
+
+        def scrape() -> dict[str, float]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            values: dict[str, float] = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    values[name] = values.get(name, 0.0) + float(value)
+            return values
+
+        metrics = wait_until(
+            lambda: (
+                (m := scrape()).get("tracking_events_tracked_total", 0) >= 30
+                and "tracking_last_flush_timestamp_seconds" in m
+                and m
+            ),
+            60,
+            "the worker's metrics",
+        )
+        assert metrics["tracking_events_tracked_total"] == 30
+        assert metrics['tracking_fired_events_total{event="ALL_COMPLETED"}'] == 1
+        assert metrics["tracking_completions_total"] == 1
