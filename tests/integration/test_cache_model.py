@@ -8,10 +8,13 @@ semantics of :mod:`tracking.engine`). Operations: events (counts and
 accumulations with int and float amounts) on trackers with count/time
 limiters, several stages, ``loop_forever`` and every reset policy; admin
 operations (add, update, remove, reset) from either worker, so the other
-worker's definitions go stale; and redeliveries of earlier event ids.
-After every step the returned results, every group's trackers (definitions
-and states), the outbox (ids and payloads, in firing order per group) and
-the dirty groups must be identical.
+worker's definitions go stale; redeliveries of earlier event ids; trackers
+with daily and weekly calendar reset periods, rolled over by events and by
+beat's ``reset_due``; outbox delivery and eviction (flush, evict, then a
+cold load from the store on the next event). After every step the returned
+results, every group's trackers (definitions and states), the outbox (ids
+and payloads, in firing order per group), the dirty groups and the
+periodic groups must be identical.
 
 Time: the Redis world reads Redis ``TIME``; the memory world's clock reads
 the same server's ``TIME``, so both see one clock but not the same
@@ -22,6 +25,15 @@ example runs. Values that *are* a reading of the clock (a reset window's
 start, ``event_ts``) are compared within 30 s; everything else exactly.
 Admin operations draw their source ids from ``uuid.uuid4``; the machine
 substitutes a counter so both worlds get the same ids.
+
+Calendar periods: the manager computes each periodic tracker's bounds with
+``period_bounds``; the machine substitutes synthetic ones so that time can
+move on without waiting for midnight. A ``next_day`` rule advances a day
+counter; a daily tracker's period starts at ``base + 10 * day``, a weekly
+one's at ``base + 70 * (day // 7)``, all well before the Redis clock and
+ending well after it, so apply rolls trackers over exactly as it would at
+real boundaries (it only compares period starts and checks its clock lies
+inside the bounds).
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from tracking.conditions import KeyValueEQ
 from tracking.limiters import BaseLimiter, CountLimiter, TimeLimiter
 from tracking.manager import TrackingManager
 from tracking.model import TrackerDefinition, TrackerState, limiter_kind
+from tracking.periods import ResetPeriod
 from tracking.store.memory import MemoryDataStore
 from tracking.trackers import AccumulationTracker, BaseTracker, CountTracker
 
@@ -81,11 +94,21 @@ def trackers(draw: st.DrawFn) -> BaseTracker:
     kinds = draw(st.lists(st.sampled_from(["count", "open", "closed"]), max_size=2))
     limiters = [_limiter(kind, draw(st.integers(1, 4))) for kind in kinds]
     conditions = draw(st.sampled_from([[], [KeyValueEQ("k", 1)]]))
+    every = draw(st.sampled_from([None, None, "day", "week"]))
+    period = None
+    if every is not None:
+        period = ResetPeriod(
+            every,
+            weekday=3,
+            timezone=draw(st.sampled_from(["UTC", "Europe/Berlin"])),
+            reset_policy=draw(st.integers(1, 3)),
+        )
     common: dict[str, Any] = {
         "limiters": limiters,
         "reset_policy": draw(st.integers(0, 3)),
         "loop_forever": draw(st.booleans()),
         "init_progress": draw(st.sampled_from([0, 0, 1, 0.5])),
+        "reset_period": period,
     }
     if draw(st.booleans()):
         return CountTracker(name, conditions, targets, **common)
@@ -156,11 +179,27 @@ class CacheModel(RuleBasedStateMachine):
         self.fake_uuid = _FakeUUID()
         self.real_uuid = manager_module.uuid
         manager_module.uuid = self.fake_uuid  # type: ignore[assignment]
+        self.real_bounds = manager_module.period_bounds
+        manager_module.period_bounds = self._period_bounds
+        self.day = 0
+        now = int(self.redis1.now())
+        self.base, self.end = now - 100_000, now + 1_000_000
         self.counter = 0
         self.sent: list[tuple[str, dict[str, Any], str]] = []
+        self.forgotten: set[tuple[str, str]] = set()
+
+    def _period_bounds(self, definitions: Any, now: float) -> dict[str, tuple[int, int]]:
+        """Synthetic period bounds of the current model day (see the module docstring)."""
+        bounds = {}
+        for d in definitions:
+            if d.period is not None:
+                start = self.day * 10 if d.period.every == "day" else (self.day // 7) * 70
+                bounds[d.name] = (self.base + start, self.end)
+        return bounds
 
     def teardown(self) -> None:
         manager_module.uuid = self.real_uuid
+        manager_module.period_bounds = self.real_bounds
         self.redis1.flush()
         self.redis1.close()
         self.redis2.close()
@@ -230,16 +269,39 @@ class CacheModel(RuleBasedStateMachine):
     def redeliver(self, worker: int, index: int) -> None:
         group, data, event_id = self.sent[index % len(self.sent)]
         r = self._track(worker, group, data, event_id)
-        assert r is None or r.duplicate
+        # an eviction drops the group's dedupe records with it
+        assert r is None or r.duplicate or (group, event_id) in self.forgotten
+
+    @rule(days=st.integers(1, 8))
+    def next_day(self, days: int) -> None:
+        self.day += days
+
+    @rule(worker=st.integers(0, 1))
+    def reset_due(self, worker: int) -> None:
+        (rk, r), (mk, m) = self._both(worker, "reset_due")
+        assert (rk, mk) == ("ok", "ok"), (r, m)
+        assert [(e.event_id, e.code, e.name, e.group_id) for e in r] == [
+            (e.event_id, e.code, e.name, e.group_id) for e in m
+        ]
+
+    @rule(group=st.sampled_from(GROUPS))
+    def deliver(self, group: str) -> None:
+        """The drain hands a group's outbox to the broker and acknowledges it."""
+        for cache in (self.redis1, self.memory):
+            cache.ack_outbox([e for e in cache.outbox(100_000) if e.group_id == group])
+
+    @rule(worker=st.integers(0, 1), group=st.sampled_from(GROUPS))
+    def evict(self, worker: int, group: str) -> None:
+        r, m = self._both(worker, "evict", group)
+        assert r == m
+        if r == ("ok", True):
+            self.forgotten.update((g, e) for g, _, e in self.sent if g == group)
 
     def _track(self, worker: int, group: str, data: dict[str, Any], event_id: str) -> Any:
         (rk, r), (mk, m) = self._both(worker, "track", group, data, event_id)
         assert rk == mk, (r, m)
         if rk == "error":
-            # Both worlds fail alike. Known case: the manager renders a
-            # duplicate's original states with the *current* definitions, and
-            # a definition whose limiters changed since cannot take them.
-            assert r == m
+            assert r == m  # both worlds fail alike
             return None
         assert (r.ok, r.duplicate, r.event_id) == (m.ok, m.duplicate, m.event_id)
         for x, y in zip(r[1:], m[1:], strict=True):
@@ -284,6 +346,10 @@ class CacheModel(RuleBasedStateMachine):
     @invariant()
     def same_dirty_groups(self) -> None:
         assert sorted(self.redis1.dirty_groups()) == sorted(self.memory.dirty_groups())
+
+    @invariant()
+    def same_periodic_groups(self) -> None:
+        assert self.redis2.periodic_groups() == self.memory.periodic_groups()
 
 
 def _clone(tracker: BaseTracker) -> BaseTracker:
