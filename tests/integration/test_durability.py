@@ -6,6 +6,7 @@ server and the embedded one), with the file store as the record.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -41,17 +42,21 @@ class FlakyStore(FileDataStore):
         return super().remove(group_id, names)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "server-redis", "embedded-redis"])
 def cache(request: pytest.FixtureRequest) -> Iterator[DataCache]:
     if request.param == "memory":
         yield MemoryDataCache()
         return
     request.applymarker(pytest.mark.redis)
-    url = request.getfixturevalue("redis_url")
-    prefix = request.getfixturevalue("redis_prefix")
+    url_fixture = "server_redis_url" if request.param == "server-redis" else "embedded_redis_url"
+    url = request.getfixturevalue(url_fixture)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
     redis_cache = RedisDataCache(url, prefix)
-    yield redis_cache
-    redis_cache.close()
+    try:
+        yield redis_cache
+    finally:
+        redis_cache.flush()  # only this test's prefix
+        redis_cache.close()
 
 
 def make_manager(
