@@ -113,13 +113,16 @@ class Deployment:
         *,
         concurrency: int = 2,
         pool: str = "prefork",
+        loglevel: str = "INFO",
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start a worker on all queues and wait until it is ready."""
         log = self.data_dir / f"worker-{name}.log"
         full_name = f"{name}-{self.prefix}@localhost"
         proc = procs.spawn(
-            procs.worker_command(name=full_name, concurrency=concurrency, pool=pool),
+            procs.worker_command(
+                name=full_name, concurrency=concurrency, pool=pool, loglevel=loglevel
+            ),
             env={**self.env, **(extra_env or {})},
             log=log,
             cwd=REPO,
@@ -128,7 +131,7 @@ class Deployment:
         self.procs.append(proc)
         self.logs[name] = log
         wait_until(
-            lambda: proc.poll() is not None or " ready." in _read(log),
+            lambda: proc.poll() is not None or " ready." in _read(log) or _pinged(name, self),
             60,
             f"worker {name} to be ready ({log})",
         )
@@ -157,6 +160,17 @@ class Deployment:
         """Warm-stop every process started here (SIGKILL after 45 s)."""
         while self.procs:
             procs.stop(self.procs.pop())
+
+
+def _pinged(name: str, dep: Deployment) -> bool:
+    """Whether the worker answers a control ping (its log may be quiet at WARNING)."""
+    from celery_app.app import app
+
+    try:
+        replies = app.control.ping(destination=[f"{name}-{dep.prefix}@localhost"], timeout=0.5)
+    except Exception:
+        return False
+    return bool(replies)
 
 
 def _read(path: Path) -> str:
