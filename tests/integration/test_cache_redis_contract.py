@@ -7,7 +7,7 @@ index repair and the memory a tracker costs.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -105,20 +105,47 @@ def test_group_keys_share_one_hash_tag(redis_url: str, redis_prefix: str) -> Non
     cache.close()
 
 
-def test_noscript_is_recovered(redis_url: str, redis_prefix: str) -> None:
-    """A server without our scripts (restart, failover) gets them loaded on NOSCRIPT."""
+@pytest.mark.parametrize("functions", [True, False], ids=["fcall", "evalsha"])
+def test_missing_scripts_are_recovered(redis_url: str, redis_prefix: str, functions: bool) -> None:
+    """A server without our scripts (restart, failover) gets them loaded and the call rerun.
+
+    Redis >= 7.0 runs them as a Functions library (FCALL), older servers
+    (the embedded 6.2) answer "unknown command" and get EVALSHA; the
+    ``evalsha`` case forces EVALSHA on any server.
+    """
+    from tracking.cache.redis import _load_sources
+
     cache = RedisDataCache(redis_url, redis_prefix)
-    # SCRIPT FLUSH would drop every client's scripts on the shared server, so
-    # give this instance scripts the server has never seen instead.
-    salt = uuid.uuid4().hex
-    for name, source in list(cache._sources.items()):
-        cache._sources[name] = source + f"\n-- {salt}\n"
-        cache._shas[name] = hashlib.sha1(cache._sources[name].encode()).hexdigest()
+    client = redis.Redis.from_url(redis_url)
+    # SCRIPT FLUSH / FUNCTION FLUSH would drop every client's scripts on the
+    # shared server, so give this instance scripts the server has never seen
+    # (and delete the libraries it loads: function libraries are not keys).
+    lib, bodies = _load_sources()
+    libraries: list[str] = []
+
+    def unseen_scripts() -> None:
+        cache._set_sources(lib + f"\n-- {uuid.uuid4().hex}\n", bodies)
+        cache._functions = functions
+        libraries.append(cache._library)
+
     a = count_def("a", 10)
-    assert cache.install_group(G, [fresh(a)])  # a pipeline: SET NX + EVALSHA
-    outcome = cache.apply(G, 1, [TrackStep(a, 1)], "e1")
-    assert outcome.status == "applied" and outcome.states["a"].progress == 1
-    cache.close()
+    try:
+        unseen_scripts()
+        assert cache.install_group(G, [fresh(a)])  # a pipeline: SET NX + the script
+        outcome = cache.apply(G, 1, [TrackStep(a, 1)], "e1")  # the hot path's own connection
+        assert outcome.status == "applied" and outcome.states["a"].progress == 1
+        unseen_scripts()
+        assert cache.apply(G, 1, [TrackStep(a, 1)], "e2").states["a"].progress == 2
+        unseen_scripts()
+        assert cache.remove_trackers(G, ["a"], "admin")  # a single command
+        major = int(str(client.info("server")["redis_version"]).split(".", maxsplit=1)[0])
+        assert cache._functions == (functions and major >= 7)
+    finally:
+        for library in libraries:
+            # not loaded (EVALSHA) or no Redis Functions (Redis < 7.0)
+            with contextlib.suppress(redis.ResponseError):
+                client.execute_command("FUNCTION", "DELETE", library)
+        cache.close()
 
 
 def test_connection_errors_are_cache_errors() -> None:

@@ -8,8 +8,9 @@
 -- ARGV[5] dedupe window in seconds
 -- ARGV[6] dedupe max entries (per group)
 -- ARGV[7] TTL grace in seconds (see retime in lib.lua)
--- ARGV[8] steps, JSON: [[tracker name, rules, "delta"], ...] (delta a typed number)
--- ARGV[9] period bounds, JSON {"name": [start, end], ...}, or "" for none
+-- ARGV[8] period bounds, JSON {"name": [start, end], ...}, or "" for none
+-- ARGV[9..] triples: tracker name, delta (typed number), rules JSON (see lib.lua;
+--           decoded once per distinct rules string: trackers often share them)
 --
 -- Order, as MemoryDataCache.apply: a duplicate event id (seen within the
 -- window and among the group's newest max entries) returns {"dup", ...} with
@@ -70,25 +71,24 @@ if digest then
 end
 
 local meta = redis.call('HMGET', KEYS[2], F_VERSION, F_SEQ, F_TTL, F_MINEXP, F_PERIODIC, F_TRIM,
-  F_OSEQ)
+  F_OSEQ, F_DIRTY)
 local version = meta[1]
 if not version then return { 'missing', '0', nows } end
 if version ~= ARGV[2] then return { 'stale', version, nows } end
 
 local rolls = {}
-if ARGV[9] ~= '' then
-  local periods = cjson.decode(ARGV[9])
+if ARGV[8] ~= '' then
+  local periods = cjson.decode(ARGV[8])
   for _, b in pairs(periods) do
     if not (b[1] <= now and now < b[2]) then return { 'clock', version, nows } end
   end
   if meta[5] then
     for _, e in ipairs(cjson.decode(meta[5])) do
       local b = periods[e[2]]
-      if b then rolls[#rolls + 1] = { e[2], cjson.decode(e[3]), b[1] } end
+      if b then rolls[#rolls + 1] = { e[2], rules(e[3]), b[1] } end
     end
   end
 end
-local steps = cjson.decode(ARGV[8])
 
 -- Read every involved state in one HMGET (and expiry only if one may be due).
 local names, slot = {}, {}
@@ -98,10 +98,11 @@ for _, ro in ipairs(rolls) do
     slot[ro[1]] = #names
   end
 end
-for _, s in ipairs(steps) do
-  if not slot[s[1]] then
-    names[#names + 1] = s[1]
-    slot[s[1]] = #names
+for i = 9, #ARGV, 3 do
+  local name = ARGV[i]
+  if not slot[name] then
+    names[#names + 1] = name
+    slot[name] = #names
   end
 end
 local packed, dead = {}, {}
@@ -154,16 +155,19 @@ for _, ro in ipairs(rolls) do
   end
 end
 
-for _, s in ipairs(steps) do
-  local name, r, delta = s[1], s[2], s[3]
+for i = 9, #ARGV, 3 do
+  local name, delta = ARGV[i], ARGV[i + 1]
   local st = live_state(name)
   if st then
+    local r = rules(ARGV[i + 2])
     local changed, refused, fired_list = step(r, name, st, tonumber(delta), is_float(delta), now)
     local completed, limited = false, refused
-    for _, f in ipairs(fired_list) do
-      fired_all[#fired_all + 1] = f
-      if f.code == EV_ALL_COMPLETED then completed = true end
-      if f.code == EV_LIMITED then limited = true end
+    if fired_list then
+      for _, f in ipairs(fired_list) do
+        fired_all[#fired_all + 1] = f
+        if f.code == EV_ALL_COMPLETED then completed = true end
+        if f.code == EV_LIMITED then limited = true end
+      end
     end
     if changed and not is_changed[name] then
       changed_l[#changed_l + 1] = name
@@ -212,7 +216,9 @@ if #fired_all > 0 then
   fields[#fields + 1] = F_OSEQ
   fields[#fields + 1] = string.format('%d', last + #fired_all)
 end
-if #fields > 0 then redis.call('ZADD', KEYS[7], 'NX', nows, ARGV[4]) end
+-- A dirty group is in the work index already (the scripts add it when they
+-- mark it; the sweepers only drop clean groups without outbox entries).
+if #fields > 0 and not meta[8] then redis.call('ZADD', KEYS[7], 'NX', nows, ARGV[4]) end
 
 -- Remember the outcome's names; trim by age (amortised: only once the
 -- oldest record is a window plus some slack old; lookups check the window

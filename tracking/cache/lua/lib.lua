@@ -104,28 +104,26 @@ local function clock()
   return sec + usec / 1000000, sec * 1000000 + usec
 end
 
+-- Packed state -> table {p, pf, stage, completed, limited, lim, limf, period}.
+-- One string.match for the common head; limiters and period only if present.
 local function unpack_state(s)
-  local period = nil
-  local bar = string.find(s, '|', 1, true)
-  if bar then
-    period = tonumber(string.sub(s, bar + 1))
-    s = string.sub(s, 1, bar - 1)
-  end
-  local c1 = string.find(s, ':', 1, true)
-  local c2 = string.find(s, ':', c1 + 1, true)
-  local c3 = string.find(s, ':', c2 + 1, true)
-  local ptext = string.sub(s, 1, c1 - 1)
-  local flags = tonumber(string.sub(s, c2 + 1, (c3 or 0) - 1))
+  local ptext, stage, flags, rest = string.match(s, '^([^:|]*):([^:|]*):([^:|]*)(.*)$')
+  flags = tonumber(flags)
   local st = {
     p = tonumber(ptext), pf = is_float(ptext),
-    stage = tonumber(string.sub(s, c1 + 1, c2 - 1)),
+    stage = tonumber(stage),
     completed = flags % 2 == 1,
     limited = flags >= 2,
-    lim = {}, limf = {}, period = period,
+    lim = {}, limf = {}, period = nil,
   }
-  if c3 then
+  if rest ~= '' then
+    local bar = string.find(rest, '|', 1, true)
+    if bar then
+      st.period = tonumber(string.sub(rest, bar + 1))
+      rest = string.sub(rest, 1, bar - 1)
+    end
     local n = 0
-    for part in string.gmatch(string.sub(s, c3 + 1), '[^:]+') do
+    for part in string.gmatch(rest, '[^:]+') do
       n = n + 1
       st.lim[n] = tonumber(part)
       st.limf[n] = is_float(part)
@@ -200,22 +198,17 @@ local function fired(code, name, st, limiter)
   return { code = code, name = name, stage = st.stage, p = fmt_num(st.p, st.pf), lim = limiter }
 end
 
--- engine.step: returns changed, refused, list of fired
+-- engine.step: returns changed, refused, list of fired (nil when none fired)
 local function step(r, name, st, delta, deltaf, now)
-  local out = {}
-  if st.completed then return false, false, out end
+  if st.completed then return false, false, nil end
   local lims = r[4]
   if #lims > 0 then
-    if exhausted(r, st) ~= nil then return false, true, out end
+    if exhausted(r, st) ~= nil then return false, true, nil end
     local closed = closed_window(r, st, now)
     if closed ~= nil then
-      local changed = false
-      if not st.limited then
-        st.limited = true
-        changed = true
-        out[#out + 1] = fired(EV_LIMITED, name, st, closed)
-      end
-      return changed, true, out
+      if st.limited then return false, true, nil end
+      st.limited = true
+      return true, true, { fired(EV_LIMITED, name, st, closed) }
     end
     for i, l in ipairs(lims) do
       if l[1] == 1 then st.lim[i] = st.lim[i] - 1 end
@@ -225,7 +218,9 @@ local function step(r, name, st, delta, deltaf, now)
   st.p = st.p + delta
   st.pf = st.pf or deltaf
   local targets = r[1]
+  local out = nil
   while st.p >= targets[st.stage + 1] do
+    out = out or {}
     if st.stage + 1 < #targets then
       out[#out + 1] = fired(EV_STAGE_COMPLETED, name, st, nil)
       st.stage = st.stage + 1
@@ -245,10 +240,28 @@ local function step(r, name, st, delta, deltaf, now)
     local ex = exhausted(r, st)
     if ex ~= nil and not st.limited then
       st.limited = true
+      out = out or {}
       out[#out + 1] = fired(EV_LIMITED, name, st, ex)
     end
   end
   return true, false, out
+end
+
+-- Decoded rules by their JSON text. Rules are read-only, so under Redis
+-- Functions (where library-level state outlives a call) the cache saves the
+-- decode on later events too; bounded, it is simply dropped when full.
+local RULES, RULES_COUNT = {}, 0
+local function rules(text)
+  local r = RULES[text]
+  if r == nil then
+    r = cjson.decode(text)
+    if RULES_COUNT >= 10000 then
+      RULES, RULES_COUNT = {}, 0
+    end
+    RULES[text] = r
+    RULES_COUNT = RULES_COUNT + 1
+  end
+  return r
 end
 
 -- engine.roll_period: move a periodic tracker into the period starting at

@@ -24,7 +24,7 @@ for i = 5, #ARGV, 2 do
   local meta = redis.call('HGET', KEYS[2], name)
   local packed = redis.call('HGET', KEYS[1], name)
   if meta and packed then
-    local r = cjson.decode(ARGV[i + 1])
+    local r = rules(ARGV[i + 1])
     local st = unpack_state(packed)
     local policy = r[3]
     if ARGV[4] ~= '' then policy = tonumber(ARGV[4]) end
