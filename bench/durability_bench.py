@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/durability_bench.py [--redis-url redis://127.0.0.1:6379/13]
+    .venv/bin/python bench/durability_bench.py [--redis-url redis://127.0.0.1:6379/12]
         [--events 3000] [--mongo]
 
 One process tracks ``--events`` events, spread over ``--groups`` groups of
@@ -117,7 +117,7 @@ def mongo_store_factory() -> Iterator[Callable[[], DataStore]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--groups", type=int, default=100)
     parser.add_argument("--mongo", action="store_true", help="also the Mongo test server")

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from tracking.cache.base import CachedTracker, DataCache
+from tracking.cache.base import CachedTracker, DataCache, DirtySnapshot
 from tracking.errors import BackendError, TrackingError
 from tracking.model import TrackerState
 from tracking.spec import definition_from_spec
@@ -57,6 +57,21 @@ def load_group(cache: DataCache, store: DataStore, group_id: str) -> list[Cached
     return entries if cache.install_group(group_id, entries) else None
 
 
+def _write(store: DataStore, snapshots: list[DirtySnapshot]) -> None:
+    """One bulk store write of the snapshots: their removals, then their records."""
+    for snapshot in snapshots:
+        gone = [name for name in snapshot.removed if name not in snapshot.trackers]
+        if gone:
+            store.remove(snapshot.group_id, gone)
+    store.save(
+        [
+            cache_to_record(snapshot.group_id, tracker, snapshot.mark)
+            for snapshot in snapshots
+            for tracker in snapshot.trackers.values()
+        ]
+    )
+
+
 def flush_group(cache: DataCache, store: DataStore, group_id: str) -> bool:
     """Write a dirty group to the store; True once the store holds its latest state.
 
@@ -65,10 +80,7 @@ def flush_group(cache: DataCache, store: DataStore, group_id: str) -> bool:
     snapshot = cache.dirty_snapshot(group_id)
     if snapshot is None:
         return True
-    gone = [name for name in snapshot.removed if name not in snapshot.trackers]
-    if gone:
-        store.remove(group_id, gone)
-    store.save([cache_to_record(group_id, t, snapshot.mark) for t in snapshot.trackers.values()])
+    _write(store, [snapshot])
     return cache.clear_dirty(group_id, snapshot.mark)
 
 
@@ -81,10 +93,42 @@ class FlushReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def flush_dirty(cache: DataCache, store: DataStore, limit: int = 1000) -> FlushReport:
-    """Flush up to ``limit`` dirty groups; failures are logged and reported, marks kept."""
+def flush_dirty(
+    cache: DataCache, store: DataStore, limit: int = 1000, batch: int = 100
+) -> FlushReport:
+    """Flush up to ``limit`` dirty groups, ``batch`` groups per store write.
+
+    Each batch is one bulk ``save`` (one fsync for the file store, one
+    ``bulk_write`` for Mongo) plus the removals it carries; a group's dirty
+    mark is cleared only after the store acknowledged the batch. When a
+    batch fails, its groups are retried one by one so that one bad group
+    cannot hold the others back; failures are logged and reported, and
+    their marks stay for the next pass.
+    """
     report = FlushReport()
-    for group_id in cache.dirty_groups(limit):
+    dirty = cache.dirty_groups(limit)
+    for start in range(0, len(dirty), batch):
+        snapshots = [s for s in map(cache.dirty_snapshot, dirty[start : start + batch]) if s]
+        try:
+            _write(store, snapshots)
+        except (BackendError, TrackingError) as exc:
+            logger.warning(
+                "bulk flush of %d groups failed (%s); retrying each", len(snapshots), exc
+            )
+            _flush_one_by_one(cache, store, [s.group_id for s in snapshots], report)
+            continue
+        for snapshot in snapshots:
+            if cache.clear_dirty(snapshot.group_id, snapshot.mark):
+                report.flushed.append(snapshot.group_id)
+            else:
+                report.changed_meanwhile.append(snapshot.group_id)
+    return report
+
+
+def _flush_one_by_one(
+    cache: DataCache, store: DataStore, group_ids: list[str], report: FlushReport
+) -> None:
+    for group_id in group_ids:
         try:
             if flush_group(cache, store, group_id):
                 report.flushed.append(group_id)
@@ -93,4 +137,3 @@ def flush_dirty(cache: DataCache, store: DataStore, limit: int = 1000) -> FlushR
         except (BackendError, TrackingError) as exc:
             logger.error("flush of group %r failed, will retry: %s", group_id, exc)
             report.failed[group_id] = str(exc)
-    return report

@@ -21,8 +21,9 @@ from tracking import (
     StoreError,
     TrackingManager,
 )
-from tracking.cache.base import DataCache
+from tracking.cache.base import CachedTracker, DataCache
 from tracking.manager import Durability
+from tracking.model import TrackerState
 from tracking.store.base import TrackerRecord
 
 
@@ -148,3 +149,24 @@ def test_removals_and_completions_reach_the_store(cache: DataCache, tmp_path: Pa
     manager.track("g", {})  # "first" completes and leaves the group
     manager.flush_dirty()
     assert [r.name for r in store.load_group("g")] == ["orders"]
+
+
+def test_one_failing_group_does_not_hold_back_the_batch(cache: DataCache, tmp_path: Path) -> None:
+    class PickyStore(FlakyStore):
+        def save(self, records: Sequence[TrackerRecord]) -> None:
+            if any(r.group_id == "bad" for r in records):
+                raise StoreError("rejects group 'bad'")
+            super().save(records)
+
+    store = PickyStore(str(tmp_path))
+    manager = TrackingManager(cache, store)
+    for group_id in ("a", "bad", "c"):
+        manager.data_cache.install_group(group_id, [])
+        manager.data_cache.put_trackers(
+            group_id, [CachedTracker(CountTracker("t", [], 9).definition, TrackerState())], "src"
+        )
+        manager.track(group_id, {})
+    report = manager.flush_dirty()
+    assert sorted(report.flushed) == ["a", "c"] and list(report.failed) == ["bad"]
+    assert [r.state["progress"] for r in store.load_group("c")] == [1]
+    assert manager.data_cache.dirty_groups() == ["bad"]
