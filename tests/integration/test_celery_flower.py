@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 
 from celery_app import configure, runtime
 from celery_app.procs import celery_command
-from tasks import track
+from tasks import noop, track
 from tests.support.celery_env import (
     REPO,
     Deployment,
@@ -54,6 +55,9 @@ def flower(tmp_path: Path) -> Iterator[tuple[Deployment, str]]:
         )
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: _get(f"{base}/healthcheck") == "OK", 60, "Flower to answer")
+        # Task events are broadcast (pub/sub): Flower only sees those sent after
+        # its receiver subscribed. Send probes until it shows one.
+        wait_until(lambda: _probe_seen(base), 60, "Flower to receive task events")
         yield dep, base
 
 
@@ -67,6 +71,15 @@ def _get(url: str) -> Any:
         return json.loads(body)
     except json.JSONDecodeError:
         return body
+
+
+def _probe_seen(base: str) -> bool:
+    task_id = noop.delay().id
+    for _ in range(10):
+        if task_id in (_get(f"{base}/api/tasks?taskname=tasks.noop") or {}):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _send_tracks(count: int) -> list[str]:
