@@ -436,6 +436,25 @@ class CacheContract:
         assert cache.apply(G, version, [TrackStep(a, 1)], "e1").status == "applied"
         assert state_of(cache, "a") == TrackerState(progress=2)
 
+    def test_reapplied_event_id_is_remembered_as_the_newest(
+        self, cache_factory: CacheFactory
+    ) -> None:
+        """An id applied again after its window is the newest record, not the oldest."""
+        cache = cache_factory.new(dedupe_window=0.05, dedupe_max_entries=2)
+        a = count_def("a", 100)
+        version = install(cache, a)
+        for event_id in ("e1", "e2"):
+            assert cache.apply(G, version, [TrackStep(a, 1)], event_id).status == "applied"
+        start = cache.now()
+        while cache.now() <= start + 0.1:  # let the window pass (no timing is asserted)
+            time.sleep(0.02)
+        assert cache.apply(G, version, [TrackStep(a, 1)], "e1").status == "applied"
+        assert cache.apply(G, version, [TrackStep(a, 1)], "e3").status == "applied"
+        # the newest two are e1 (again) and e3
+        assert cache.apply(G, version, [TrackStep(a, 1)], "e1").status == "duplicate"
+        assert cache.apply(G, version, [TrackStep(a, 1)], "e3").status == "duplicate"
+        assert state_of(cache, "a") == TrackerState(progress=4)
+
     # -- outbox ----------------------------------------------------------------------
 
     def test_outbox_has_deterministic_ids_and_payloads(self, cache: DataCache) -> None:

@@ -98,6 +98,8 @@ class MemoryDataCache(DataCache):
     def _remember(self, group_id: str, event_id: str, now: float, outcome: ApplyOutcome) -> None:
         """Keep the outcome's names for dedupe, bounded per group by window and count."""
         seen = self._seen.setdefault(group_id, OrderedDict())
+        # an id applied again (its record had aged out) is now the newest one
+        seen.pop(event_id, None)
         seen[event_id] = (
             now,
             (list(outcome.changed), list(outcome.limited), list(outcome.completed)),
