@@ -25,11 +25,18 @@ from tracking._validate import (
     check_name,
     validate_event,
 )
-from tracking.cache.base import ApplyOutcome, CachedTracker, DataCache, TrackStep
+from tracking.cache.base import (
+    ApplyOutcome,
+    ApplyRequest,
+    CachedTracker,
+    DataCache,
+    TrackStep,
+)
 from tracking.engine import Fired, roll_period
 from tracking.errors import (
     CacheError,
     StoreError,
+    TrackingError,
     TrackingTypeError,
     TrackingValueError,
 )
@@ -268,6 +275,74 @@ class TrackingManager:
             # fails, so the caller (the task) does not acknowledge the event.
             flush_group(self.data_cache, self.data_store, group_id)
         return result
+
+    def track_many(
+        self, events: Sequence[tuple[str, dict[str, Any], str | None]]
+    ) -> list[TrackResult | TrackingError]:
+        """Apply a batch of ``(group_id, data, event_id)`` events, in order, in one go.
+
+        Each event is applied exactly like :meth:`track` (atomically, deduped
+        by its id, events of one group in the given order), but the whole
+        batch goes to the cache together: with Redis, one round trip for the
+        batch instead of one per event. A bad event does not stop the others:
+        its slot in the returned list holds the typed error instead of a
+        :class:`TrackResult`.
+        """
+        results: list[TrackResult | TrackingError | None] = [None] * len(events)
+        requests: list[ApplyRequest] = []
+        pending: list[tuple[int, dict[str, TrackerDefinition]]] = []
+        later: list[int] = []
+        assigned: dict[int, str] = {}  # generated ids, reused if an event is retried
+        now = time.time()
+        for index, (group_id, data, event_id) in enumerate(events):
+            try:
+                check_name(group_id, "group_id")
+                validate_event(
+                    data, max_bytes=self._max_event_bytes, max_depth=self._max_event_depth
+                )
+                if event_id is not None:
+                    check_name(event_id, "event_id")
+                loaded = self._group_definitions(group_id)
+                if loaded is None:
+                    later.append(index)  # cold group: the single path loads it
+                    continue
+                version, defs = loaded
+                steps = []
+                for definition in defs:
+                    delta = evaluate(definition, data)
+                    if delta is not None:
+                        steps.append(TrackStep(definition, delta))
+            except (TrackingTypeError, TrackingValueError) as exc:
+                results[index] = exc
+                continue
+            assigned[index] = event_id or uuid.uuid4().hex
+            requests.append(
+                ApplyRequest(group_id, version, steps, assigned[index], period_bounds(defs, now))
+            )
+            pending.append((index, {d.name: d for d in defs}))
+        touched: set[str] = set()
+        for (index, definitions), request, outcome in zip(
+            pending, requests, self.data_cache.apply_many(requests), strict=True
+        ):
+            if outcome.status in ("stale", "missing", "clock"):
+                self._forget(request.group_id)
+                later.append(index)
+                continue
+            result = self._result(request.group_id, request.event_id, outcome, definitions)
+            if outcome.status == "applied":
+                self._dispatch(result.events)
+            touched.add(request.group_id)
+            results[index] = result
+        for index in sorted(later):
+            group_id, data, event_id = events[index]
+            try:
+                results[index] = self.track(group_id, data, assigned.get(index, event_id))
+            except (TrackingTypeError, TrackingValueError) as exc:
+                results[index] = exc
+        if self.durability == "write-through":
+            for group_id in touched:
+                flush_group(self.data_cache, self.data_store, group_id)
+        return [r if r is not None else TrackResult(False, [], [], []) for r in results]
 
     def _cold_load(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
         """Load a group from the store into the cache; its definitions if we installed it."""

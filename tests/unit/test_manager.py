@@ -32,6 +32,7 @@ from tracking import (
     TrackingManager,
     TrackingTypeError,
     TrackingValueError,
+    TrackResult,
 )
 from tracking.periods import ResetPeriod
 
@@ -435,3 +436,56 @@ def test_evict_flushes_first_and_reloads(manager: TrackingManager) -> None:
     assert manager.data_store.load_group("g")[0].state["progress"] == 1
     manager.track("g", {})
     assert manager.get_trackers("g")[0].progress == 2
+
+
+def test_track_many_matches_track_one_by_one(clock: FakeClock) -> None:
+    def build() -> TrackingManager:
+        manager = TrackingManager(MemoryDataCache(clock=clock), MemoryDataStore())
+        manager.add_tracker("a", CountTracker("paid", [KeyValueEQ("s", "paid")], [2, 4]))
+        manager.add_tracker("b", AccumulationTracker("sum", [], 10, key="n"))
+        return manager
+
+    batch: list[tuple[str, dict[str, Any], str | None]] = [
+        ("a", {"s": "paid"}, "e1"),
+        ("b", {"n": 4}, "e2"),
+        ("a", {"s": "paid"}, "e3"),
+        ("a", {"s": "new"}, "e4"),
+        ("b", {"n": "x"}, "e5"),  # bad: only this one fails
+        ("cold", {}, "e6"),  # a group nobody cached yet
+        ("a", {"s": "paid"}, "e1"),  # a duplicate within the batch
+        ("b", {"n": 7}, None),
+    ]
+    one_by_one = build()
+    expected = []
+    for group_id, data, event_id in batch:
+        try:
+            expected.append(one_by_one.track(group_id, data, event_id))
+        except InvalidEventError as exc:
+            expected.append(exc)  # type: ignore[arg-type]
+    batched = build()
+    got = batched.track_many(batch)
+    assert len(got) == len(batch)
+    for mine, theirs in zip(got, expected, strict=True):
+        if isinstance(theirs, Exception):
+            assert isinstance(mine, InvalidEventError)
+            continue
+        assert isinstance(mine, TrackResult)
+        assert mine.duplicate == theirs.duplicate
+        assert [(t.name, t.progress) for t in mine.dirtied] == [
+            (t.name, t.progress) for t in theirs.dirtied
+        ]
+        assert [e.code for e in mine.events] == [e.code for e in theirs.events]
+    for group_id in ("a", "b"):
+        assert batched.get_trackers(group_id) == one_by_one.get_trackers(group_id)
+    assert [t.progress for t in batched.get_trackers("a")] == [2]
+    assert batched.get_trackers("b") == []  # 4 + 7 reached 10: completed, left the group
+
+
+def test_track_many_retries_after_a_definition_change(manager: TrackingManager) -> None:
+    manager.add_tracker("g", CountTracker("t", [], 100))
+    manager.track("g", {})  # the manager now holds g's definitions
+    other = TrackingManager(manager.data_cache, manager.data_store)
+    other.add_tracker("g", CountTracker("new", [], 100))  # another worker bumps the version
+    results = manager.track_many([("g", {}, None), ("g", {}, None)])
+    assert all(isinstance(r, TrackResult) and r.ok for r in results)
+    assert [t.progress for t in manager.get_trackers("g")] == [3, 2]

@@ -82,6 +82,17 @@ class ApplyOutcome:
 
 
 @dataclass(frozen=True)
+class ApplyRequest:
+    """The arguments of one :meth:`DataCache.apply`, for :meth:`DataCache.apply_many`."""
+
+    group_id: str
+    version: int
+    steps: Sequence[TrackStep]
+    event_id: str
+    periods: PeriodBounds | None = None
+
+
+@dataclass(frozen=True)
 class OutboxEntry:
     """A fired event waiting to be handed to the broker."""
 
@@ -138,6 +149,19 @@ class DataCache(abc.ABC):
         period (:func:`tracking.engine.roll_period`; RESET fires for each
         that was reset). Completed periodic trackers stay in the group.
         """
+
+    def apply_many(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
+        """Apply several events in order, each atomically, as one batch.
+
+        Each request behaves exactly like :meth:`apply` and gets its own
+        outcome; requests for one group apply in the given order. Backends
+        that can send the batch in one round trip (Redis: one pipeline)
+        override this.
+        """
+        return [
+            self.apply(r.group_id, r.version, r.steps, r.event_id, periods=r.periods)
+            for r in requests
+        ]
 
     def get_definitions(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
         """The group's version and definitions (what the hot path evaluates).
