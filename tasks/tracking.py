@@ -20,7 +20,7 @@ from celery_app import metrics, runtime
 from celery_app.app import app
 from tasks.base import TrackingTask
 from tasks.events import publish_now
-from tracking.errors import TrackingTypeError, TrackingValueError
+from tracking.errors import TrackingError, TrackingTypeError, TrackingValueError
 from tracking.events import EVENT_NAMES, TrackerEvent
 from tracking.manager import TrackResult
 
@@ -98,6 +98,8 @@ def _check_batch(events: object) -> list[tuple[str, dict[str, Any], str | None]]
 def track_many(self: TrackingTask, events: list[dict[str, Any]]) -> dict[str, Any]:
     """Apply a batch of ``{"group_id", "data", "event_id"?}`` events in order.
 
+    The batch goes to the cache in one round trip (``TrackingManager.track_many``).
+
     Per-event ids default to ``"<task id>:<index>"``, so a retried or
     redelivered batch applies each event once. An event with bad data does
     not stop the others: they are applied, and the task then fails with a
@@ -110,11 +112,15 @@ def track_many(self: TrackingTask, events: list[dict[str, Any]]) -> dict[str, An
     applied = duplicates = 0
     rejected: list[str] = []
     fired: list[TrackerEvent] = []
-    for index, (group_id, data, event_id) in enumerate(batch):
-        try:
-            result = manager.track(group_id, data, event_id or f"{self.request.id}:{index}")
-        except (TrackingTypeError, TrackingValueError) as exc:
-            rejected.append(f"events[{index}]: {exc}")
+    results = manager.track_many(
+        [
+            (group_id, data, event_id or f"{self.request.id}:{index}")
+            for index, (group_id, data, event_id) in enumerate(batch)
+        ]
+    )
+    for index, result in enumerate(results):
+        if isinstance(result, TrackingError):  # bad input; backend errors raise (retry)
+            rejected.append(f"events[{index}]: {result}")
             continue
         _record(result)
         if result.duplicate:
