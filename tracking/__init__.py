@@ -59,6 +59,7 @@ from tracking.events import (
 from tracking.limiters import BaseLimiter, CountLimiter, TimeLimiter
 from tracking.manager import TrackingManager, TrackResult
 from tracking.model import ResetPolicy, TrackerDefinition, TrackerState
+from tracking.periods import ResetPeriod
 from tracking.spec import (
     condition_from_spec,
     from_spec,
@@ -127,6 +128,7 @@ __all__ = [
     "MongoDBDataStore",
     "Not",
     "RedisDataCache",
+    "ResetPeriod",
     "ResetPolicy",
     "StoreError",
     "TimeLimiter",
