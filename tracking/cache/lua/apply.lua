@@ -71,7 +71,7 @@ if digest then
 end
 
 local meta = redis.call('HMGET', KEYS[2], F_VERSION, F_SEQ, F_TTL, F_MINEXP, F_PERIODIC, F_TRIM,
-  F_OSEQ, F_DIRTY)
+  F_OSEQ, F_DIRTY, F_DCOUNT)
 local version = meta[1]
 if not version then return { 'missing', '0', nows } end
 if version ~= ARGV[2] then return { 'stale', version, nows } end
@@ -120,13 +120,16 @@ if #names > 0 then
     end
   end
 end
-local states = {}
+-- A tracker's state: unpacked on first use (from a fast step's result if
+-- one ran), or nil when it is missing or expired.
+local states, fast = {}, {}
 local function live_state(name)
   local i = slot[name]
   if not packed[i] or dead[i] then return nil end
   local st = states[name]
   if st == nil then
-    st = unpack_state(packed[i])
+    st = unpack_state(fast[name] or packed[i])
+    fast[name] = nil
     states[name] = st
   end
   return st
@@ -157,9 +160,23 @@ end
 
 for i = 9, #ARGV, 3 do
   local name, delta = ARGV[i], ARGV[i + 1]
-  local st = live_state(name)
+  local r = rules(ARGV[i + 2])
+  local k = slot[name]
+  local quick = nil
+  if states[name] == nil and fast[name] == nil and packed[k] and not dead[k] then
+    quick = fast_step(packed[k], r, delta)
+  end
+  if quick then
+    fast[name] = quick
+    if not is_changed[name] then
+      changed_l[#changed_l + 1] = name
+      is_changed[name] = true
+    end
+    touch(name)
+  end
+  local st = nil
+  if not quick then st = live_state(name) end
   if st then
-    local r = rules(ARGV[i + 2])
     local changed, refused, fired_list = step(r, name, st, tonumber(delta), is_float(delta), now)
     local completed, limited = false, refused
     if fired_list then
@@ -187,7 +204,7 @@ end
 
 -- Writes: one HSET of the changed states, one of the group fields.
 local packs = {}
-for _, name in ipairs(touched) do packs[name] = pack_state(states[name]) end
+for _, name in ipairs(touched) do packs[name] = fast[name] or pack_state(states[name]) end
 local writes = {}
 for _, name in ipairs(changed_l) do
   if not is_removed[name] then
@@ -223,10 +240,11 @@ if #fields > 0 and not meta[8] then redis.call('ZADD', KEYS[7], 'NX', nows, ARGV
 -- Remember the outcome's names; trim by age (amortised: only once the
 -- oldest record is a window plus some slack old; lookups check the window
 -- themselves) and by count (once it exceeds max plus some slack; lookups
--- check the rank themselves), so each trim removes a batch.
+-- check the rank themselves), so each trim removes a batch. The count kept
+-- in the meta hash only triggers the exact ZCARD, so it may lag safely.
 redis.call('HSET', KEYS[4], eid, table.concat(changed_l, '\t') .. '\n' ..
   table.concat(limited_l, '\t') .. '\n' .. table.concat(completed_l, '\t'))
-redis.call('ZADD', KEYS[3], nows, eid)
+local count = tonumber(meta[9] or '0') + redis.call('ZADD', KEYS[3], nows, eid)
 local trim_at = meta[6]
 if not trim_at then
   fields[#fields + 1] = F_TRIM
@@ -237,18 +255,24 @@ elseif tonumber(trim_at) <= now then
   if #old > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
     hdel_many(KEYS[4], old)
+    count = count - #old
   end
   local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   fields[#fields + 1] = F_TRIM
   fields[#fields + 1] = fmt_num(tonumber(oldest[2]) + window * 1.125, true)
 end
-local count = redis.call('ZCARD', KEYS[3])
 if count > max_entries + math.floor(max_entries / 8) then
-  local extra = redis.call('ZRANGE', KEYS[3], 0, count - max_entries - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, count - max_entries - 1)
-  hdel_many(KEYS[4], extra)
+  count = redis.call('ZCARD', KEYS[3])
+  if count > max_entries then
+    local extra = redis.call('ZRANGE', KEYS[3], 0, count - max_entries - 1)
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, count - max_entries - 1)
+    hdel_many(KEYS[4], extra)
+    count = max_entries
+  end
 end
-if #fields > 0 then redis.call('HSET', KEYS[2], unpack(fields)) end
+fields[#fields + 1] = F_DCOUNT
+fields[#fields + 1] = string.format('%d', count)
+redis.call('HSET', KEYS[2], unpack(fields))
 
 if #removed > 0 then
   retime(tonumber(ARGV[7]))

@@ -45,6 +45,7 @@ local F_TTL = '\1e'       -- unix ms at which the whole group expires (see retim
 local F_MINEXP = '\1x'    -- earliest expire_at of any tracker; absent when none expires
 local F_PERIODIC = '\1p'  -- JSON [[ordinal, name, rules JSON], ...] of periodic trackers
 local F_TRIM = '\1t'      -- time at which the dedupe records are next trimmed by age
+local F_DCOUNT = '\1c'    -- dedupe records added since the last exact count (a trim trigger)
 
 local EV_ADDED = 1001
 local EV_STAGE_COMPLETED = 1002
@@ -262,6 +263,21 @@ local function rules(text)
     RULES_COUNT = RULES_COUNT + 1
   end
   return r
+end
+
+-- engine.step for the commonest case, on the packed text without unpacking
+-- it: a tracker without limiters, neither completed nor limited, whose int
+-- progress plus an int delta stays below the current target. Then only the
+-- progress changes (changed, nothing refused or fired) and the rest of the
+-- record is kept verbatim. Returns the new packed state, or nil when the
+-- case does not apply (the caller runs step on the unpacked state).
+local function fast_step(packed, r, delta)
+  if #r[4] > 0 or not string.match(delta, '^%-?%d+$') then return nil end
+  local ptext, stage, rest = string.match(packed, '^(%-?%d+):(%d+)(:0|?%d*)$')
+  if not ptext then return nil end
+  local p = tonumber(ptext) + tonumber(delta)
+  if p >= r[1][tonumber(stage) + 1] then return nil end
+  return string.format('%d', p) .. ':' .. stage .. rest
 end
 
 -- engine.roll_period: move a periodic tracker into the period starting at
