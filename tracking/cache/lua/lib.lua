@@ -301,25 +301,35 @@ local function roll_period(r, name, st, start, now)
 end
 
 -- tracking.events.make_event_id: sha1 of length-prefixed parts, 32 hex chars.
-local function event_id(source, group, name, code, index)
-  local raw = #source .. ':' .. source .. '|' .. #group .. ':' .. group .. '|' ..
-    #name .. ':' .. name .. '|' .. code .. '|' .. index
-  return string.sub(redis.sha1hex(raw), 1, 32)
+-- `head` is the source and group part, the same for every event of a call.
+local function event_id_head(source, group)
+  return #source .. ':' .. source .. '|' .. #group .. ':' .. group .. '|'
 end
 
+local function event_id(head, name, code, index)
+  return string.sub(redis.sha1hex(head .. #name .. ':' .. name .. '|' .. code .. '|' .. index), 1, 32)
+end
+
+-- "code\tstage\tprogress\tlimiter" of a fired event (computed once per event).
 local function fired_line(f)
-  local lim = ''
-  if f.lim ~= nil then lim = string.format('%d', f.lim) end
-  return f.code .. '\t' .. f.stage .. '\t' .. f.p .. '\t' .. lim
+  local line = f.line
+  if line == nil then
+    local lim = ''
+    if f.lim ~= nil then lim = string.format('%d', f.lim) end
+    line = f.code .. '\t' .. f.stage .. '\t' .. f.p .. '\t' .. lim
+    f.line = line
+  end
+  return line
 end
 
 -- The HSET arguments that append fired events to the outbox with
 -- deterministic ids (see event_id), numbered after outbox sequence `last`.
 local function outbox_args(source, group, list, ts, last)
   local tss = fmt_num(ts, true)
+  local head = event_id_head(source, group)
   local args = {}
   for i, f in ipairs(list) do
-    args[#args + 1] = event_id(source, group, f.name, f.code, i - 1)
+    args[#args + 1] = event_id(head, f.name, f.code, i - 1)
     args[#args + 1] = (last + i) .. '\t' .. fired_line(f) .. '\t' .. tss .. '\t' .. f.name
   end
   return args
