@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tracking.cache.base import CachedTracker, DataCache, TrackStep
+from tracking.cache.base import ApplyOutcome, ApplyRequest, CachedTracker, DataCache, TrackStep
 from tracking.conditions import KeyValueEQ
 from tracking.engine import Fired
 from tracking.errors import ConflictingNameError
@@ -710,6 +710,58 @@ class CacheContract:
             cache.apply(g, 1, [TrackStep(a, 1)], "e1")
         assert sorted(cache.dirty_groups()) == ["g1", "g2", "g3"]
         assert len(cache.dirty_groups(2)) == 2
+
+    # -- apply_many -------------------------------------------------------------------
+
+    def test_apply_many_matches_sequential_apply(self, cache_factory: CacheFactory) -> None:
+        """A batch gives each request the outcome :meth:`apply` gives it, in order: two
+        groups interleaved, a duplicate within the batch, completion, periods, stale."""
+        a, b = count_def("a", [1, 3], limiters=[CountLimiter(4)]), count_def("b", 2)
+        p = periodic_def("p", 5)
+        sequential, batched = cache_factory.new(), cache_factory.new()
+        for cache in (sequential, batched):
+            install(cache, a, b, p, group="g1")
+            install(cache, a, group="g2")
+        s1, s2, _, end = bounds_around(sequential)
+        requests = [
+            ApplyRequest("g1", 1, [TrackStep(a, 1), TrackStep(b, 1)], "e1", {"p": (s1, end)}),
+            ApplyRequest("g2", 1, [TrackStep(a, 1)], "e1"),
+            ApplyRequest("g1", 1, [TrackStep(b, 1), TrackStep(p, 2)], "e2", {"p": (s1, end)}),
+            ApplyRequest("g1", 1, [TrackStep(a, 5)], "e1", {"p": (s1, end)}),  # duplicate
+            ApplyRequest("g2", 1, [TrackStep(a, 2)], "e2"),
+            ApplyRequest("g1", 1, [TrackStep(p, 1)], "e3", {"p": (s2, end)}),  # rolls over
+            ApplyRequest("g1", 2, [TrackStep(a, 1)], "e4"),  # stale
+            ApplyRequest("missing", 1, [TrackStep(a, 1)], "e1"),
+        ]
+        expected = [
+            sequential.apply(r.group_id, r.version, r.steps, r.event_id, periods=r.periods)
+            for r in requests
+        ]
+        got = batched.apply_many(requests)
+
+        def comparable(o: ApplyOutcome) -> tuple[Any, ...]:
+            return (o.status, o.version, o.states, o.changed, o.limited, o.completed, o.fired)
+
+        assert [comparable(o) for o in got] == [comparable(o) for o in expected]
+        assert [o.status for o in got] == [
+            "applied",
+            "applied",
+            "applied",
+            "duplicate",
+            "applied",
+            "applied",
+            "stale",
+            "missing",
+        ]
+        assert batched.apply_many([]) == []
+        for group in ("g1", "g2"):
+            assert batched.get_group(group) == sequential.get_group(group)
+            untimed = [
+                [{k: v for k, v in e.items() if k != "event_ts"} for e in outbox_of(c, group)]
+                for c in (batched, sequential)
+            ]
+            assert untimed[0] == untimed[1] and untimed[0]
+        assert sorted(batched.dirty_groups()) == ["g1", "g2"]
 
     # -- calendar periods ------------------------------------------------------------
 

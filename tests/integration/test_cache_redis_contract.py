@@ -8,6 +8,7 @@ index repair and the memory a tracker costs.
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,12 +20,13 @@ from tests.contract.cache_contract import (
     CacheContract,
     CacheFactory,
     G,
+    bounds_around,
     count_def,
     fresh,
     install,
     periodic_def,
 )
-from tracking.cache.base import CachedTracker, DataCache, TrackStep
+from tracking.cache.base import ApplyRequest, CachedTracker, DataCache, TrackStep
 from tracking.cache.redis import RedisDataCache, pack_state, unpack_state
 from tracking.errors import CacheError
 from tracking.limiters import CountLimiter
@@ -137,7 +139,10 @@ def test_missing_scripts_are_recovered(redis_url: str, redis_prefix: str, functi
         unseen_scripts()
         assert cache.apply(G, 1, [TrackStep(a, 1)], "e2").states["a"].progress == 2
         unseen_scripts()
-        assert cache.remove_trackers(G, ["a"], "admin")  # a single command
+        batch = [ApplyRequest(G, 1, [TrackStep(a, 1)], "e3"), ApplyRequest(G, 1, [], "e3")]
+        assert [o.status for o in cache.apply_many(batch)] == ["applied", "duplicate"]
+        unseen_scripts()
+        assert cache.remove_trackers(G, ["a"], "admin")  # a pipeline: script + index write
         major = int(str(client.info("server")["redis_version"]).split(".", maxsplit=1)[0])
         assert cache._functions == (functions and major >= 7)
     finally:
@@ -258,4 +263,139 @@ def test_dedupe_trims_in_batches_but_answers_exactly(redis_url: str, redis_prefi
     assert cache.apply(G, version, [TrackStep(a, 1)], "e19").status == "applied"
     assert client.zcard(zset) == 16  # the 19th record started a batch trim
     assert client.hlen("{" + redis_prefix + ":" + G + "}:o") == 16
+    cache.close()
+
+
+def _crc16_xmodem(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def _cluster_slot(key: str) -> int:
+    """Redis Cluster's hash slot: CRC16-XMODEM of the hash tag (if non-empty) mod 16384."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return _crc16_xmodem(raw) % 16384
+
+
+def test_cluster_slot_computation_matches_redis_py() -> None:
+    from redis.crc import key_slot
+
+    assert _cluster_slot("123456789") == 0x31C3 % 16384  # the CRC16-XMODEM check value
+    for key in ("{trk:g1}:s", "trk:w:3", "{}x", "a{b}c{d}", "{trk:group-1}:m", "x{}{y}"):
+        assert _cluster_slot(key) == key_slot(key.encode())
+
+
+def test_scripts_declare_only_the_group_keys() -> None:
+    """No script body indexes KEYS beyond the group's six (the index keys are the client's)."""
+    from tracking.cache.redis import _load_sources
+
+    lib, bodies = _load_sources()
+    for name, source in [("lib", lib), *bodies.items()]:
+        indexes = {int(i) for i in re.findall(r"KEYS\[(\d+)\]", source)}
+        assert indexes <= set(range(1, 7)), (name, indexes)
+
+
+def test_every_script_call_stays_in_one_cluster_slot(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run every script (FCALL or EVALSHA, hot path, pipelines, single commands) and check
+    that each call's keys all hash to one cluster slot, as Redis Cluster requires."""
+    from tracking.cache.redis import _SCRIPT_NAMES
+
+    cache = RedisDataCache(redis_url, redis_prefix, index_shards=4)
+    calls: list[tuple[str, list[str]]] = []
+    invocation = cache._invocation
+
+    def recording(name: str, keys: Any, args: Any) -> list[Any]:
+        calls.append((name, list(keys)))
+        return invocation(name, keys, args)
+
+    monkeypatch.setattr(cache, "_invocation", recording)
+    now = cache.now()
+    a, b = count_def("a", [1, 3]), count_def("b", 1)
+    p = periodic_def("p", 2)
+    assert cache.install_group(G, [fresh(a, now + 50), fresh(b), fresh(p)])  # install
+    s1, s2, _, end = bounds_around(cache)
+    periods = {"p": (s1, end)}
+    applied = cache.apply(G, 1, [TrackStep(a, 1), TrackStep(p, 2)], "e1", periods=periods)
+    assert applied.completed == ["p"] and applied.fired  # a stage and a completion
+    assert cache.apply(G, 1, [TrackStep(a, 1)], "e1", periods=periods).status == "duplicate"
+    rolled = cache.apply(G, 1, [TrackStep(b, 1)], "e2", periods={"p": (s2, end)})
+    assert rolled.completed == ["b"] and "p" in rolled.changed  # rolled over, b completed
+    loaded = cache.get_definitions(G)
+    assert loaded is not None
+    batch = cache.apply_many(
+        [ApplyRequest(G, loaded[0], [TrackStep(a, 1)], "e3"), ApplyRequest("g2", 1, [], "e1")]
+    )
+    assert [o.status for o in batch] == ["applied", "missing"]
+    cache.put_trackers(G, [fresh(count_def("c"), now + 10)], "admin-1")  # put
+    cache.put_trackers("g2", [fresh(periodic_def("q"))], "admin-2")
+    assert cache.reset_trackers(G, ["a"], None, "admin-3")  # reset
+    assert cache.remove_trackers("g2", ["q"], "admin-4")  # remove
+    assert [t.definition.name for _, t, _ in cache.expire("sweep", now=now + 20)] == ["c"]
+    assert cache.periodic_groups() == [G]  # g2's stale entry pruned by the client
+    for group in (G, "g2"):  # flush: snapshot, clear_dirty
+        snapshot = cache.dirty_snapshot(group)
+        assert snapshot is not None and cache.clear_dirty(group, snapshot.mark)
+    cache.ack_outbox(cache.outbox(1000))
+    assert cache.evict_group("g2")  # evict
+    assert cache.dirty_groups() == [] and cache.periodic_groups() == [G]
+    assert cache.repair_indexes() == 1
+
+    assert {name for name, _ in calls} == set(_SCRIPT_NAMES)
+    for name, keys in calls:
+        assert len(keys) == 6, (name, keys)
+        assert len({_cluster_slot(k) for k in keys}) == 1, (name, keys)
+    cache.close()
+
+
+def test_apply_many_is_one_round_trip(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = RedisDataCache(redis_url, redis_prefix)
+    a = count_def("a", 100)
+    for group in ("g1", "g2", "g3"):
+        install(cache, a, group=group)
+    cache.apply("g1", 1, [TrackStep(a, 1)], "warm-up")  # the scripts are loaded
+    executions: list[int] = []
+    make_pipeline = cache._client.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def counted(*e_args: Any, **e_kwargs: Any) -> Any:
+            executions.append(len(pipe.command_stack))
+            return execute(*e_args, **e_kwargs)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("apply_many sent a command outside its pipeline")
+
+    monkeypatch.setattr(cache._client, "pipeline", counting_pipeline)
+    monkeypatch.setattr(cache._client, "execute_command", refuse)
+    monkeypatch.setattr(cache, "_hot_script", refuse)
+    requests = [
+        ApplyRequest(g, 1, [TrackStep(a, 1)], f"e{i}")
+        for i in range(20)
+        for g in ("g1", "g2", "g3")
+    ]
+    outcomes = cache.apply_many(requests)
+    assert executions == [2 * len(requests)]  # one pipeline: each script + its index write
+    assert all(o.status == "applied" for o in outcomes)
+    assert [o.states["a"].progress for o in outcomes[-3:]] == [21, 20, 20]
+    monkeypatch.undo()
+    assert sorted(cache.dirty_groups()) == ["g1", "g2", "g3"]
     cache.close()

@@ -8,9 +8,8 @@ tests hold it to that), but the state is shared and every primitive is one
 Lua script, so many processes can apply events to one group at once.
 
 Data model (``P`` = key prefix, ``G`` = group id; all keys of a group share
-the hash tag ``{P:G}``; its scripts also write its entries in the
-cross-group indexes atomically, so under Redis Cluster a script's keys
-would span slots: Cluster is not supported as it stands):
+the hash tag ``{P:G}``, and its scripts touch only those keys, so every
+script call stays within one cluster slot):
 
 ``{P:G}:s`` state hash
     tracker name -> packed state ``progress:stage:flags[:limiter]*[|period]``
@@ -43,14 +42,22 @@ would span slots: Cluster is not supported as it stands):
     pending outbox entries (score: first touch), ``e`` groups with
     expiring trackers (score: earliest expire_at), ``p`` groups holding a
     periodic tracker (score 0, ordered by name for paging). A shard is
-    chosen by CRC-32 of the group id. ``w`` and ``p`` are written by the
-    group's scripts themselves, in the same atomic step (so each script
-    declares its group's three index shards as keys); ``e`` is written in
-    the same pipeline as the script. The sweepers (:meth:`dirty_groups`,
-    :meth:`outbox`, :meth:`expire`) drop entries of clean groups with a
-    remove-then-recheck step so that an entry is never lost to a
-    concurrent write. :meth:`repair_indexes` rebuilds them from the groups
-    (a backstop).
+    chosen by CRC-32 of the group id. They live outside the group's slot,
+    so no script touches them: the client writes them in the same pipeline
+    as the script call, *after* it (one round trip; Redis runs both even
+    if the worker dies right after sending). Additions only, and
+    idempotent: ``ZADD NX`` of ``w`` after every script that may dirty the
+    group or queue outbox entries (apply: unconditionally, cheaper than
+    asking), ``ZADD p`` after install/put when a tracker is periodic,
+    ``ZADD LT e`` after install/put with expiring trackers. Entries that
+    go stale (remove, expire, evict, a group TTL) are pruned by the
+    sweepers (:meth:`dirty_groups`, :meth:`outbox`, :meth:`expire`,
+    :meth:`periodic_groups`) with a remove-then-recheck step: as every
+    writer's index write follows its script, either the recheck sees the
+    script's effect or the write lands after the removal, so an entry is
+    never lost to a concurrent write. :meth:`repair_indexes` rebuilds all
+    three from the groups' keys (SCAN): a lost index write delays work but
+    never loses it.
 
 Group TTL: when every tracker of a group has an ``expire_at``, all its
 keys expire ``expiry_grace`` seconds after the latest one, so abandoned
@@ -97,6 +104,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from tracking._validate import canonical_json
 from tracking.cache.base import (
     ApplyOutcome,
+    ApplyRequest,
     ApplyStatus,
     CachedGroup,
     CachedTracker,
@@ -130,7 +138,6 @@ _SCRIPT_NAMES = (
     "expire",
     "clear_dirty",
     "evict",
-    "prune_periodic",
 )
 _KEYS_CACHE_SIZE = 100_000
 _DEFINITIONS_CACHE_SIZE = 100_000
@@ -392,12 +399,10 @@ class RedisDataCache(DataCache):
         return [tag + suffix for suffix in _GROUP_SUFFIXES]
 
     def _script_keys(self, group_id: str) -> list[str]:
-        """The nine keys every group script gets: the group's six and its index shards."""
+        """The keys every group script gets: the group's six (one hash tag, one slot)."""
         keys = self._keys.get(group_id)
         if keys is None:
-            shard = self._shard(group_id)
             keys = self._group_keys(group_id)
-            keys += [self._work_key(shard), self._expiry_key(shard), self._periodic_key(shard)]
             if len(self._keys) >= _KEYS_CACHE_SIZE:
                 self._keys.clear()
             self._keys[group_id] = keys
@@ -507,13 +512,17 @@ class RedisDataCache(DataCache):
                 return results
         raise CacheError("scripts vanished again right after loading them")  # pragma: no cover
 
-    def _hot_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA on this thread's own connection, bypassing redis-py's pool.
+    def _hot_script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], after: tuple[Any, ...]
+    ) -> Any:
+        """The script and then ``after`` (its index write) on this thread's own connection.
 
-        The hot path's single command pays no pool checkout/release, retry
-        wrapper or response callback (about 20 µs per call with redis-py
-        8). The connection is per thread and per process (a forked child
-        opens its own); any error drops it, so the next call reconnects.
+        Both commands go out in one write (one round trip), bypassing
+        redis-py's pool: no pool checkout/release, retry wrapper or
+        response callback (about 20 µs per call with redis-py 8). Returns
+        the script's reply. The connection is per thread and per process
+        (a forked child opens its own); any error other than an error
+        reply drops it, so the next call reconnects.
         """
         local = self._local
         conn: Any = getattr(local, "conn", None)
@@ -525,8 +534,18 @@ class RedisDataCache(DataCache):
                 self._raw_connections.add(conn)
         for attempt in range(3):
             try:
-                conn.send_command(*self._invocation(name, keys, args))
-                return conn.read_response()
+                conn.send_packed_command(
+                    conn.pack_commands([self._invocation(name, keys, args), after])
+                )
+                failed: ResponseError | None = None
+                try:
+                    reply = conn.read_response()
+                except ResponseError as exc:
+                    failed = exc  # the index write's reply must still be read
+                conn.read_response()
+                if failed is not None:
+                    raise failed
+                return reply
             except ResponseError as exc:
                 if attempt == 2 or not self._recoverable(exc):
                     raise CacheError(f"Redis cache error: {exc}") from exc
@@ -618,17 +637,24 @@ class RedisDataCache(DataCache):
                 commands.append(("SET", self._def_key(compiled.content_hash), spec, "NX"))
         return args, commands
 
-    def _expiry_index_command(
+    def _tracker_index_commands(
         self, group_id: str, trackers: Sequence[CachedTracker]
     ) -> list[tuple[Any, ...]]:
+        """Index writes that follow install/put: expiry (earliest expire_at) and periodic."""
+        commands: list[tuple[Any, ...]] = []
         expiries = [t.expire_at for t in trackers if t.expire_at is not None]
-        if not expiries:
-            return []
-        key = self._expiry_key(self._shard(group_id))
-        return [("ZADD", key, "LT", enc_number(min(expiries)), group_id)]
+        if expiries:
+            key = self._expiry_key(self._shard(group_id))
+            commands.append(("ZADD", key, "LT", enc_number(min(expiries)), group_id))
+        if any(t.definition.period is not None for t in trackers):
+            commands.append(self._periodic_command(group_id))
+        return commands
 
     def _work_command(self, group_id: str) -> tuple[Any, ...]:
         return ("ZADD", self._work_key(self._shard(group_id)), "NX", repr(time.time()), group_id)
+
+    def _periodic_command(self, group_id: str) -> tuple[Any, ...]:
+        return ("ZADD", self._periodic_key(self._shard(group_id)), 0, group_id)
 
     def _parse_taken(self, text: str) -> list[tuple[CachedTracker, TrackerState]]:
         """Lines ``name\\tpacked\\tmeta`` of removed/reset trackers -> cached trackers."""
@@ -688,13 +714,14 @@ class RedisDataCache(DataCache):
     # -- cold load -----------------------------------------------------------
 
     def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
-        """One pipeline: SET NX each definition, install-if-absent script, expiry index."""
+        """One pipeline: SET NX each definition, install-if-absent script, then the
+        expiry and periodic index entries (no work entry: the group is clean)."""
         args, commands = self._tracker_args(trackers)
         script_at = len(commands)
         commands.append(
-            ("script", "install", self._script_keys(group_id), [self._grace_arg, group_id, *args])
+            ("script", "install", self._script_keys(group_id), [self._grace_arg, *args])
         )
-        commands += self._expiry_index_command(group_id, trackers)
+        commands += self._tracker_index_commands(group_id, trackers)
         return int(self._execute(commands)[script_at]) == 1
 
     # -- hot path ------------------------------------------------------------
@@ -708,7 +735,72 @@ class RedisDataCache(DataCache):
         source_id: str | None = None,
         periods: PeriodBounds | None = None,
     ) -> ApplyOutcome:
-        """One round trip: a single EVALSHA (it also writes the work index).
+        """One round trip: the script, then ``ZADD NX`` of the work index entry.
+
+        The index write is unconditional (cheaper than a reply field and a
+        branch; the sweepers drop entries of clean groups) and follows the
+        script so that a sweeper's remove-then-recheck never loses it.
+        """
+        args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
+        reply = self._hot_script(
+            "apply", self._script_keys(group_id), args, self._work_command(group_id)
+        )
+        return _parse_outcome(reply)
+
+    def apply_many(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
+        """Every request's script and work index write in one pipeline (one round trip).
+
+        Outcomes as :meth:`apply` gives them, in order. A request whose
+        script the server lacks (NOSCRIPT, a restart) is rerun alone after
+        loading the scripts: the failed call did nothing, and the others
+        must not run twice (they would then count as duplicates).
+        """
+        calls = [
+            (
+                self._script_keys(r.group_id),
+                self._apply_args(r.group_id, r.version, r.steps, r.event_id, None, r.periods),
+                self._work_command(r.group_id),
+            )
+            for r in requests
+        ]
+        replies: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        with self._errors():
+            for attempt in range(3):
+                pipe = self._client.pipeline(transaction=False)
+                for i in pending:
+                    keys, args, work = calls[i]
+                    pipe.execute_command(*self._invocation("apply", keys, args))  # type: ignore[no-untyped-call]
+                    pipe.execute_command(*work)  # type: ignore[no-untyped-call]
+                results: list[Any] = pipe.execute(raise_on_error=False)
+                failed: list[tuple[int, ResponseError]] = []
+                for at, i in enumerate(pending):
+                    reply, written = results[2 * at], results[2 * at + 1]
+                    if isinstance(written, Exception):
+                        raise written
+                    if isinstance(reply, ResponseError):
+                        failed.append((i, reply))
+                    elif isinstance(reply, Exception):
+                        raise reply
+                    else:
+                        replies[i] = reply
+                if not failed:
+                    return [_parse_outcome(reply) for reply in replies]
+                if attempt == 2 or not self._recoverable(failed[0][1]):
+                    raise failed[0][1]
+                pending = [i for i, _ in failed]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _apply_args(
+        self,
+        group_id: str,
+        version: int,
+        steps: Sequence[TrackStep],
+        event_id: str,
+        source_id: str | None,
+        periods: PeriodBounds | None,
+    ) -> list[Any]:
+        """The apply script's arguments (see ``lua/apply.lua``).
 
         Each step is three arguments, the definition's rules precomputed
         once per definition object; the periodic trackers' rules are in
@@ -735,17 +827,16 @@ class RedisDataCache(DataCache):
                 str(delta) if type(delta) is int else enc_number(delta),
                 compile_(item.definition).rules,
             )
-        reply = self._hot_script("apply", self._script_keys(group_id), args)
-        return _parse_outcome(reply)
+        return args
 
     # -- periodic groups and eviction -----------------------------------------
 
     def periodic_groups(self, limit: int = 1000, after: str = "") -> list[str]:
         """Merge the shards of the periodic index (ordered by name) after ``after``.
 
-        Entries of groups that no longer hold a periodic tracker (only a
-        group whose keys expired as a whole leaves one) are pruned on the
-        way, atomically, and the page is refilled.
+        Entries of groups that no longer hold a periodic tracker (left by
+        remove, expire, evict or the group TTL) are pruned on the way, and
+        the page is refilled.
         """
         found: list[str] = []
         cursor = after
@@ -767,15 +858,34 @@ class RedisDataCache(DataCache):
             stale = [g for g, ok in zip(candidates, present, strict=True) if not ok]
             found += [g for g, ok in zip(candidates, present, strict=True) if ok]
             if stale:
-                self._execute(
-                    [("script", "prune_periodic", self._script_keys(g), [g]) for g in stale]
-                )
+                self._drop_periodic_entries(stale)
             cursor = candidates[-1]
         return found[:limit]
 
+    def _drop_periodic_entries(self, group_ids: Sequence[str]) -> None:
+        """Remove periodic index entries, then re-add any group that became periodic meanwhile.
+
+        ZREM and the recheck go in one pipeline, the recheck after the
+        removal: a put's index write follows its script, so either the
+        recheck sees the put or its write lands after our removal.
+        """
+        commands: list[tuple[Any, ...]] = [
+            ("ZREM", self._periodic_key(self._shard(g)), g) for g in group_ids
+        ]
+        commands += [("HEXISTS", self._group_keys(g)[1], F_PERIODIC) for g in group_ids]
+        present = self._execute(commands)[len(group_ids) :]
+        readd = [self._periodic_command(g) for g, ok in zip(group_ids, present, strict=True) if ok]
+        if readd:
+            self._execute(readd)
+
     def evict_group(self, group_id: str) -> bool:
-        """One script: refuse while dirty or with outbox entries, else drop keys and entries."""
-        evicted = int(self._script("evict", self._script_keys(group_id), [group_id])) == 1
+        """One script: refuse while dirty or with outbox entries, else drop the group's keys.
+
+        Its index entries are left to the sweepers, which prune entries of
+        groups without work, expiry or periodic trackers: removing them
+        here could drop the entry a concurrent put has just written.
+        """
+        evicted = int(self._script("evict", self._script_keys(group_id), [])) == 1
         if evicted:
             self._keys.pop(group_id, None)
         return evicted
@@ -799,7 +909,8 @@ class RedisDataCache(DataCache):
                 [source_id, group_id, "1" if replace else "0", self._grace_arg, *args],
             )
         )
-        commands += self._expiry_index_command(group_id, trackers)
+        commands.append(self._work_command(group_id))
+        commands += self._tracker_index_commands(group_id, trackers)
         reply = self._execute(commands)[script_at]
         if _s(reply[0]) == "conflict":
             raise ConflictingNameError(group_id, _s(reply[1]))
@@ -815,7 +926,8 @@ class RedisDataCache(DataCache):
     ) -> list[tuple[CachedTracker, Fired]]:
         args = [source_id, group_id, "1" if names is None else "0", self._grace_arg]
         args += list(names or [])
-        text = _s(self._script("remove", self._script_keys(group_id), args))
+        script = ("script", "remove", self._script_keys(group_id), args)
+        text = _s(self._execute([script, self._work_command(group_id)])[0])
         return [
             (cached, Fired(EVENT_TRACKER_REMOVED, cached.definition.name, s.stage, s.progress))
             for cached, s in self._parse_taken(text)
@@ -837,7 +949,9 @@ class RedisDataCache(DataCache):
                 definition = by_name.get(name)
                 if definition is not None:
                     args += [name, self._compile(definition).rules]
-            reply = self._script("reset", keys, args)
+            reply = self._execute([("script", "reset", keys, args), self._work_command(group_id)])[
+                0
+            ]
             kind = _s(reply[0])
             if kind == "missing":
                 return []
@@ -873,7 +987,8 @@ class RedisDataCache(DataCache):
             if len(found) >= limit:
                 break
             args = [source_id, group_id, now_arg, str(limit - len(found)), self._grace_arg]
-            reply = self._script("expire", self._script_keys(group_id), args)
+            script = ("script", "expire", self._script_keys(group_id), args)
+            reply = self._execute([script, self._work_command(group_id)])[0]
             next_at = _s(reply[1])
             taken = self._parse_taken(_s(reply[2]))
             key = self._expiry_key(self._shard(group_id))
@@ -1038,9 +1153,10 @@ class RedisDataCache(DataCache):
     def repair_indexes(self) -> int:
         """Re-add every dirty, outbox-holding, expiring or periodic group to its index entries.
 
-        A backstop for index entries lost outside the scripts (the expiry
-        index is written after its script in a pipeline; a manual or partial
-        key deletion). SCANs the meta keys; returns how many groups it saw.
+        A backstop for lost index writes (they follow their script in a
+        pipeline, so a connection lost in between, a manual or partial key
+        deletion): covers the work, expiry and periodic indexes. SCANs the
+        meta keys; returns how many groups it saw.
         """
         seen = 0
         suffix = "}:m"

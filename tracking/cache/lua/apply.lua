@@ -1,6 +1,6 @@
 -- apply.lua: one event on one group, atomically (the hot path).
 --
--- KEYS[1..9]: the group keys and its index entries, see lib.lua.
+-- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] event id (deduplicated within the window)
 -- ARGV[2] definitions version the caller evaluated the conditions against
 -- ARGV[3] source id for outbox event ids (the event id unless given)
@@ -22,7 +22,7 @@
 -- insertion order (RESET fires first), and engine.step runs for every named
 -- tracker present and not expired, in ARGV order. Completed trackers without
 -- a period are deleted (tombstoned); periodic ones stay. Fired events go to
--- the outbox; a change marks the group dirty and puts it in the work index;
+-- the outbox; a change marks the group dirty (the client indexes it);
 -- the outcome's names are remembered for dedupe.
 --
 -- Reply: {kind, version, now, states, changed, limited, completed, fired}:
@@ -233,9 +233,8 @@ if #fired_all > 0 then
   fields[#fields + 1] = F_OSEQ
   fields[#fields + 1] = string.format('%d', last + #fired_all)
 end
--- A dirty group is in the work index already (the scripts add it when they
--- mark it; the sweepers only drop clean groups without outbox entries).
-if #fields > 0 and not meta[8] then redis.call('ZADD', KEYS[7], 'NX', nows, ARGV[4]) end
+-- (The client adds the group to the work index in the same pipeline, after
+-- this script: the sweepers only drop clean groups without outbox entries.)
 
 -- Remember the outcome's names; trim by age (amortised: only once the
 -- oldest record is a window plus some slack old; lookups check the window

@@ -1,6 +1,6 @@
 -- clear_dirty.lua: clear a group's dirty mark if nothing changed since `mark`.
 --
--- KEYS[1..9]: the group keys and its index entries, see lib.lua.
+-- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] the mark the flusher's snapshot was taken at
 --
 -- Returns 1 and drops the tombstones when the mark still matches (the store

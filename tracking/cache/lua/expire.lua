@@ -1,15 +1,15 @@
 -- expire.lua: remove a group's trackers whose expire_at has passed.
 --
--- KEYS[1..9]: the group keys and its index entries, see lib.lua.
+-- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] source id (outbox event ids)
--- ARGV[2] group id
+-- ARGV[2] group id (part of the outbox event ids)
 -- ARGV[3] now in seconds, "" for Redis TIME
 -- ARGV[4] at most this many trackers
 -- ARGV[5] TTL grace in seconds (see retime in lib.lua)
 --
 -- Due trackers go in insertion order, leave tombstones, and EXPIRED is
--- queued with timestamp now; the version is bumped, the periodic list and
--- index updated and the group marked dirty when any expired. Returns
+-- queued with timestamp now; the version is bumped, the periodic list
+-- updated and the group marked dirty when any expired. Returns
 -- {now, next expire_at or "", lines} with one "name\tpacked state\tmeta
 -- value" line per expired tracker; the caller moves the group's entry in
 -- the expiry index to the next expire_at.
@@ -33,9 +33,9 @@ for _, t in ipairs(trackers_in_order()) do
   end
 end
 if #lines > 0 then
-  periodic_forget(gone, ARGV[2])
+  periodic_forget(gone)
   bump_version()
-  mark_dirty(now_us, now)
+  mark_dirty(now_us)
   queue(ARGV[1], ARGV[2], fired_list, now)
   retime(tonumber(ARGV[5]))
 end

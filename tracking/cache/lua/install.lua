@@ -1,9 +1,8 @@
 -- install.lua: install a group loaded from the store, only if it is absent.
 --
--- KEYS[1..9]: the group keys and its index entries, see lib.lua.
+-- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] TTL grace in seconds (see retime in lib.lua)
--- ARGV[2] group id (its periodic index entry)
--- ARGV[3..] quints: tracker name, definition hash, packed state,
+-- ARGV[2..] quints: tracker name, definition hash, packed state,
 --           expire_at ("" = none), rules JSON if periodic ("" = not periodic)
 --
 -- Returns 1 if installed (version 1, not dirty: the store already holds it),
@@ -15,7 +14,7 @@ local n = 0
 local meta = { F_VERSION, '1' }
 local states = {}
 local periodic = {}
-for i = 3, #ARGV, 5 do
+for i = 2, #ARGV, 5 do
   n = n + 1
   local value = ARGV[i + 1] .. ',' .. n
   if ARGV[i + 3] ~= '' then value = value .. ',' .. ARGV[i + 3] end
@@ -29,6 +28,6 @@ meta[#meta + 1] = F_ORD
 meta[#meta + 1] = tostring(n)
 redis.call('HSET', KEYS[2], unpack(meta))
 if #states > 0 then redis.call('HSET', KEYS[1], unpack(states)) end
-if #periodic > 0 then periodic_save(periodic, ARGV[2]) end
+if #periodic > 0 then periodic_save(periodic) end
 retime(tonumber(ARGV[1]))
 return 1

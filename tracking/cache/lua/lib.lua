@@ -1,19 +1,17 @@
 -- lib.lua: helpers shared by every group script (prepended to each of them by
 -- tracking/cache/redis.py before SCRIPT LOAD; it has no KEYS/ARGV of its own).
 --
--- Every group script receives the same nine keys. The first six are the
--- group's, all under its hash tag {<prefix>:<group_id>}; the last three are
--- the group's entries in the cross-group indexes (one shard of each, chosen
--- by CRC-32 of the group id), written in the same atomic step:
+-- Every group script receives the same six keys, the group's, all under its
+-- hash tag {<prefix>:<group_id>}, so a script touches one cluster slot only
+-- (valid on Redis Cluster). The cross-group indexes (sharded sorted sets
+-- without the hash tag) are written by the client in the same pipeline as
+-- the script, after it (tracking/cache/redis.py):
 --   KEYS[1] state hash     tracker name -> packed state
 --   KEYS[2] meta hash      "\1..." group fields; tracker name -> "hash,ord[,expire_at]"
 --   KEYS[3] dedupe zset    event id -> time it was applied
 --   KEYS[4] dedupe hash    event id -> digest: changed, limited, completed names
 --   KEYS[5] outbox hash    outbox event id -> "seq\tcode\tstage\tprogress\tlimiter\tts\tname"
 --   KEYS[6] removed set    tracker names removed since the last flush (tombstones)
---   KEYS[7] work index     zset of groups that may be dirty or hold outbox entries
---   KEYS[8] expiry index   zset of groups with expiring trackers (kept by the client)
---   KEYS[9] periodic index zset (score 0, ordered by name) of groups with a periodic tracker
 --
 -- Numbers keep Python's int/float distinction: a number is carried as a string
 -- and is a float exactly when that string contains ".", "e", "E" or "n"
@@ -340,7 +338,6 @@ local function queue(source, group, list, ts)
   if #list == 0 then return end
   local last = redis.call('HINCRBY', KEYS[2], F_OSEQ, #list)
   redis.call('HSET', KEYS[5], unpack(outbox_args(source, group, list, ts, last - #list)))
-  redis.call('ZADD', KEYS[7], 'NX', ts, ARGV[2])
 end
 
 -- The next dirty sequence number: the current time in microseconds, or
@@ -354,11 +351,10 @@ local function next_seq(last, now_us)
   return string.format('%d', seq)
 end
 
--- Mark the group dirty (admin scripts, whose ARGV[2] is the group id).
-local function mark_dirty(now_us, now)
+-- Mark the group dirty (admin scripts; the client adds the group to the work index).
+local function mark_dirty(now_us)
   local s = next_seq(redis.call('HGET', KEYS[2], F_SEQ), now_us)
   redis.call('HSET', KEYS[2], F_SEQ, s, F_DIRTY, s)
-  redis.call('ZADD', KEYS[7], 'NX', now, ARGV[2])
   return s
 end
 
@@ -434,28 +430,27 @@ local function periodic_list()
   return cjson.decode(raw)
 end
 
--- Store the periodic trackers (in insertion order) and keep the group's
--- entry in the periodic index in step with whether there are any.
-local function periodic_save(list, group)
+-- Store the periodic trackers (in insertion order). The client adds the
+-- group to the periodic index; periodic_groups prunes entries of groups
+-- that no longer hold one.
+local function periodic_save(list)
   if #list == 0 then
     redis.call('HDEL', KEYS[2], F_PERIODIC)
-    redis.call('ZREM', KEYS[9], group)
   else
     table.sort(list, function(a, b) return a[1] < b[1] end)
     redis.call('HSET', KEYS[2], F_PERIODIC, cjson.encode(list))
-    redis.call('ZADD', KEYS[9], 0, group)
   end
 end
 
 -- Forget removed trackers in the periodic list (names: set name -> true).
-local function periodic_forget(names, group)
+local function periodic_forget(names)
   local raw = redis.call('HGET', KEYS[2], F_PERIODIC)
   if not raw then return end
   local kept = {}
   for _, e in ipairs(cjson.decode(raw)) do
     if not names[e[2]] then kept[#kept + 1] = e end
   end
-  periodic_save(kept, group)
+  periodic_save(kept)
 end
 
 -- Remove one tracker (state + meta) and leave a tombstone; returns the

@@ -1,8 +1,8 @@
 -- put.lua: add trackers, or with replace add-or-replace them, atomically.
 --
--- KEYS[1..9]: the group keys and its index entries, see lib.lua.
+-- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] source id (outbox event ids)
--- ARGV[2] group id
+-- ARGV[2] group id (part of the outbox event ids)
 -- ARGV[3] "1" to replace existing trackers, "0" to refuse a clash
 -- ARGV[4] TTL grace in seconds (see retime in lib.lua)
 -- ARGV[5..] quints: tracker name, definition hash, packed state,
@@ -11,7 +11,7 @@
 -- Without replace, an existing name returns {"conflict", name} and nothing
 -- changes. Otherwise a missing group is created (version 1), trackers are
 -- written (a replaced tracker keeps its place in the order), tombstones of
--- those names are dropped, the periodic list and index follow the new
+-- those names are dropped, the periodic list follows the new
 -- definitions, the version is bumped, the group marked dirty, ADDED queued
 -- for each new tracker, and {"ok", version, fired lines} is returned with
 -- fired lines "code\tstage\tprogress\tlimiter\tname".
@@ -61,9 +61,9 @@ local kept = {}
 for _, e in ipairs(periodic) do
   if e[3] ~= '' then kept[#kept + 1] = e end
 end
-if was_periodic or #kept > 0 then periodic_save(kept, ARGV[2]) end
+if was_periodic or #kept > 0 then periodic_save(kept) end
 local version = bump_version()
-mark_dirty(now_us, now)
+mark_dirty(now_us)
 queue(ARGV[1], ARGV[2], fired_list, now)
 retime(tonumber(ARGV[4]))
 local lines = {}

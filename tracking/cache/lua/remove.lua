@@ -1,14 +1,14 @@
 -- remove.lua: remove trackers (all, or the named ones that exist), atomically.
 --
--- KEYS[1..9]: the group keys and its index entries, see lib.lua.
+-- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] source id (outbox event ids)
--- ARGV[2] group id
+-- ARGV[2] group id (part of the outbox event ids)
 -- ARGV[3] "1" to remove every tracker (insertion order), "0" for the named ones
 -- ARGV[4] TTL grace in seconds (see retime in lib.lua)
 -- ARGV[5..] tracker names (in the order REMOVED fires)
 --
 -- Each removed tracker leaves a tombstone; if any was removed the version is
--- bumped, the periodic list and index updated, the group marked dirty and
+-- bumped, the periodic list updated, the group marked dirty and
 -- REMOVED queued. Returns one line per removed tracker,
 -- "name\tpacked state\tmeta value", joined by "\n".
 
@@ -31,9 +31,9 @@ for _, name in ipairs(wanted) do
   end
 end
 if #lines > 0 then
-  periodic_forget(gone, ARGV[2])
+  periodic_forget(gone)
   bump_version()
-  mark_dirty(now_us, now)
+  mark_dirty(now_us)
   queue(ARGV[1], ARGV[2], fired_list, now)
   retime(tonumber(ARGV[4]))
 end

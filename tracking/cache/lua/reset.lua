@@ -1,8 +1,8 @@
 -- reset.lua: reset trackers (engine.reset semantics), atomically.
 --
--- KEYS[1..9]: the group keys and its index entries, see lib.lua.
+-- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] source id (outbox event ids)
--- ARGV[2] group id
+-- ARGV[2] group id (part of the outbox event ids)
 -- ARGV[3] definitions version the rules below belong to
 -- ARGV[4] reset policy, "" for each tracker's own
 -- ARGV[5..] pairs: tracker name, rules JSON (see lib.lua)
@@ -38,7 +38,7 @@ for i = 5, #ARGV, 2 do
   end
 end
 if #lines > 0 then
-  mark_dirty(now_us, now)
+  mark_dirty(now_us)
   queue(ARGV[1], ARGV[2], fired_list, now)
   apply_ttl()
 end
