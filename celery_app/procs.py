@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from tracking._process import stop_process
+
 ALL_QUEUES = "tracking,admin,events,maintenance"
 #: Warm shutdown of a busy prefork worker took ~32 s here; allow 45 s.
 WARM_SHUTDOWN_SECONDS = 45.0
@@ -111,16 +113,7 @@ def spawn(
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = WARM_SHUTDOWN_SECONDS) -> int:
     """Warm shutdown (SIGTERM), wait up to ``timeout``, then SIGKILL; return the exit code."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-    return proc.returncode
+    return stop_process(proc, timeout)
 
 
 def settings_env(**values: object) -> dict[str, str]:

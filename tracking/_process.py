@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -29,3 +32,17 @@ def pid_alive(pid: int) -> bool:
         return True
     state = raw.rpartition(")")[2].split()[0]
     return state not in {"Z", "X"}
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Warm stop: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+    return proc.returncode

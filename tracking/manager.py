@@ -55,6 +55,16 @@ Durability = Literal["write-behind", "write-through"]
 MAX_ATTEMPTS = 5
 
 
+def _steps(definitions: Iterable[TrackerDefinition], data: dict[str, Any]) -> list[TrackStep]:
+    """The steps an event makes: one per tracker whose conditions it meets."""
+    steps = []
+    for definition in definitions:
+        delta = evaluate(definition, data)
+        if delta is not None:
+            steps.append(TrackStep(definition, delta))
+    return steps
+
+
 def period_bounds(
     definitions: Iterable[TrackerDefinition], now: float
 ) -> dict[str, tuple[int, int]]:
@@ -246,11 +256,7 @@ class TrackingManager:
                 if loaded is None:
                     continue
             version, defs = loaded
-            steps = []
-            for definition in defs:
-                delta = evaluate(definition, data)
-                if delta is not None:
-                    steps.append(TrackStep(definition, delta))
+            steps = _steps(defs, data)
             periods = period_bounds(defs, time.time() if clock is None else clock)
             outcome = self.data_cache.apply(group_id, version, steps, event_id, periods=periods)
             if outcome.status == "clock":
@@ -307,11 +313,7 @@ class TrackingManager:
                     later.append(index)  # cold group: the single path loads it
                     continue
                 version, defs = loaded
-                steps = []
-                for definition in defs:
-                    delta = evaluate(definition, data)
-                    if delta is not None:
-                        steps.append(TrackStep(definition, delta))
+                steps = _steps(defs, data)
             except (TrackingTypeError, TrackingValueError) as exc:
                 results[index] = exc
                 continue

@@ -91,7 +91,7 @@ from typing import Any, Self, TypeVar
 
 import redis
 
-from tracking._process import pid_alive
+from tracking._process import pid_alive, stop_process
 from tracking.errors import CacheError, MissingDependencyError
 
 __all__ = [
@@ -467,20 +467,6 @@ def _rotate_log(log_path: Path) -> None:
             os.replace(log_path, log_path.with_name(log_path.name + ".1"))
 
 
-def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM (redis syncs its files and exits), wait, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-
-
 # --------------------------------------------------------------------------
 # the server
 
@@ -613,7 +599,7 @@ class EmbeddedRedis:
             self._wait_ready(proc)
         except BaseException:
             self._proc = None
-            _stop_process(proc, 5.0)
+            stop_process(proc, 5.0)
             raise
         _ServerRecord(
             pid=proc.pid, socket=self.socket_path, port=self.port, owner_pid=os.getpid()
@@ -660,7 +646,7 @@ class EmbeddedRedis:
             proc, self._proc = self._proc, None
             if proc is None or self._owner_pid != os.getpid():
                 return
-            _stop_process(proc, self.stop_timeout)
+            stop_process(proc, self.stop_timeout)
         with _OWNED_LOCK:
             if _OWNED.get(self.data_dir) is self:
                 del _OWNED[self.data_dir]
