@@ -34,7 +34,6 @@ import json
 import random
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 import redis
@@ -44,6 +43,7 @@ from dictrack.data_stores.base import BaseDataStore
 from dictrack.manager import TrackingManager
 from dictrack.trackers.base import BaseTracker
 from dictrack.trackers.numerics.count import CountTracker
+from roundtrips import RoundTripCounter
 
 #: dictrack's own default expiry of its cache hashes (``data_expire``).
 DATA_EXPIRE = 60 * 60 * 24
@@ -51,56 +51,6 @@ DATA_EXPIRE = 60 * 60 * 24
 NEVER = 10**12
 EVENT: dict[str, Any] = {"status": "active", "amount": 3}
 WARMUP_EVENT: dict[str, Any] = {"status": "idle", "amount": 0}
-
-
-class RoundTripCounter:
-    """Counts redis-py requests (round trips) and the commands they carry.
-
-    Installed by patching ``AbstractConnection`` once per process; ``reset``
-    starts a measurement window.
-    """
-
-    def __init__(self) -> None:
-        self.round_trips = 0
-        self.commands: Counter[str] = Counter()
-
-    def reset(self) -> None:
-        """Forget what was counted so far."""
-        self.round_trips = 0
-        self.commands = Counter()
-
-    def snapshot(self) -> dict[str, Any]:
-        """The counts as plain JSON."""
-        return {"round_trips": self.round_trips, "commands": dict(self.commands)}
-
-    def install(self) -> None:
-        """Wrap the connection methods every request of redis-py goes through."""
-        from redis.connection import AbstractConnection
-
-        counter = self
-        send_packed: Any = AbstractConnection.send_packed_command
-        send_command: Any = AbstractConnection.send_command
-        pack_commands: Any = AbstractConnection.pack_commands
-
-        def _name(raw: Any) -> str:
-            return (raw.decode() if isinstance(raw, bytes) else str(raw)).upper()
-
-        def counted_send_packed(self: Any, command: Any, check_health: bool = True) -> Any:
-            counter.round_trips += 1
-            return send_packed(self, command, check_health)
-
-        def counted_send_command(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counter.commands[_name(args[0])] += 1
-            return send_command(self, *args, **kwargs)
-
-        def counted_pack_commands(self: Any, commands: Any) -> Any:
-            for command in commands:
-                counter.commands[_name(command[0])] += 1
-            return pack_commands(self, commands)
-
-        AbstractConnection.send_packed_command = counted_send_packed  # type: ignore[method-assign]
-        AbstractConnection.send_command = counted_send_command  # type: ignore[method-assign]
-        AbstractConnection.pack_commands = counted_pack_commands  # type: ignore[method-assign]
 
 
 COUNTER = RoundTripCounter()
