@@ -120,6 +120,12 @@ def build_config(settings: Settings) -> dict[str, Any]:
         transport_options["visibility_timeout"] = max(
             settings.visibility_timeout_seconds, 2 * settings.retry_backoff_max_seconds
         )
+        # kombu restores unacknowledged messages under a Redis mutex that
+        # expires after 300 s by default: a worker SIGKILLed while holding it
+        # would hold back every redelivery for five minutes. A restore scan
+        # takes milliseconds, so 30 s is ample; a rare overlap of two
+        # restores only redelivers twice, which the event-id dedupe absorbs.
+        transport_options["unacked_mutex_expire"] = 30
     elif url.startswith(("amqp", "pyamqp")):
         # Publisher confirms: publish returns once RabbitMQ has the message,
         # which is what lets drain_outbox acknowledge the outbox afterwards.

@@ -62,6 +62,8 @@ def test_redis_visibility_timeout_stays_above_the_retry_backoff() -> None:
     options = conf["broker_transport_options"]
     assert options["visibility_timeout"] == 1200
     assert options["global_keyprefix"] == "x:"
+    # a worker killed while restoring must not hold back redeliveries for 5 minutes
+    assert options["unacked_mutex_expire"] == 30
 
 
 # -- handler registry ------------------------------------------------------------
