@@ -65,6 +65,10 @@ def _steps(definitions: Iterable[TrackerDefinition], data: dict[str, Any]) -> li
     return steps
 
 
+#: What one apply needs beyond the group: its steps, event id and period bounds.
+_Request = tuple[list[TrackStep], str, dict[str, tuple[int, int]]]
+
+
 def period_bounds(
     definitions: Iterable[TrackerDefinition], now: float
 ) -> dict[str, tuple[int, int]]:
@@ -242,36 +246,19 @@ class TrackingManager:
             event_id = uuid.uuid4().hex
         else:
             check_name(event_id, "event_id")
-        outcome: ApplyOutcome | None = None
-        definitions: dict[str, TrackerDefinition] = {}
-        clock: float | None = None
-        for _ in range(MAX_ATTEMPTS):
-            loaded = self._group_definitions(group_id)
-            if loaded is None:
-                try:
-                    loaded = self._cold_load(group_id)
-                except StoreError:
-                    logger.exception("could not load group %r from the store", group_id)
-                    return TrackResult(False, [], [], [], event_id=event_id)
-                if loaded is None:
-                    continue
-            version, defs = loaded
-            steps = _steps(defs, data)
-            periods = period_bounds(defs, time.time() if clock is None else clock)
-            outcome = self.data_cache.apply(group_id, version, steps, event_id, periods=periods)
-            if outcome.status == "clock":
-                clock = outcome.now
-                continue
-            if outcome.status in ("stale", "missing"):
-                self._forget(group_id)
-                continue
-            definitions = {d.name: d for d in defs}
-            break
-        else:
-            raise CacheError(
-                f"group {group_id!r} kept changing; gave up after {MAX_ATTEMPTS} tries"
-            )
-        assert outcome is not None
+        track_id = event_id
+
+        def request(defs: list[TrackerDefinition], now: float) -> _Request:
+            return _steps(defs, data), track_id, period_bounds(defs, now)
+
+        try:
+            applied = self._apply_current(group_id, request, cold_load=True)
+        except StoreError:
+            logger.exception("could not load group %r from the store", group_id)
+            return TrackResult(False, [], [], [], event_id=event_id)
+        assert applied is not None  # a cold load always ends in an apply
+        outcome, _, defs = applied
+        definitions = {d.name: d for d in defs}
         result = self._result(group_id, event_id, outcome, definitions)
         if outcome.status == "applied":
             self._dispatch(result.events)
@@ -571,33 +558,60 @@ class TrackingManager:
         return events
 
     def _roll_group(self, group_id: str) -> list[TrackerEvent]:
+        def request(defs: list[TrackerDefinition], now: float) -> _Request | None:
+            periods = period_bounds(defs, now)
+            if not periods:
+                return None
+            digest = hashlib.sha1(repr(sorted(periods.items())).encode(), usedforsecurity=False)
+            return [], "period:" + digest.hexdigest(), periods
+
+        applied = self._apply_current(group_id, request, cold_load=False)
+        if applied is None:
+            return []
+        outcome, roll_id, defs = applied
+        result = self._result(group_id, roll_id, outcome, {d.name: d for d in defs})
+        if outcome.status == "applied":
+            self._dispatch(result.events)
+        return result.events
+
+    def _apply_current(
+        self,
+        group_id: str,
+        request: Callable[[list[TrackerDefinition], float], _Request | None],
+        *,
+        cold_load: bool,
+    ) -> tuple[ApplyOutcome, str, list[TrackerDefinition]] | None:
+        """Apply ``request(definitions, now)`` against the group's current definitions.
+
+        Retries with reloaded definitions when another worker changed them
+        (``stale``) or the group left the cache (``missing``), and with the
+        cache's clock when the period bounds were computed from a clock on
+        the other side of a boundary (``clock``). None when the group is not
+        cached and ``cold_load`` is off, or when ``request`` has nothing to do.
+        """
         clock: float | None = None
         for _ in range(MAX_ATTEMPTS):
             loaded = self._group_definitions(group_id)
             if loaded is None:
-                return []
+                if not cold_load:
+                    return None
+                loaded = self._cold_load(group_id)
+                if loaded is None:
+                    continue
             version, defs = loaded
-            periods = period_bounds(defs, time.time() if clock is None else clock)
-            if not periods:
-                return []
-            roll_id = (
-                "period:"
-                + hashlib.sha1(
-                    repr(sorted(periods.items())).encode(), usedforsecurity=False
-                ).hexdigest()
-            )
-            outcome = self.data_cache.apply(group_id, version, [], roll_id, periods=periods)
+            built = request(defs, time.time() if clock is None else clock)
+            if built is None:
+                return None
+            steps, event_id, periods = built
+            outcome = self.data_cache.apply(group_id, version, steps, event_id, periods=periods)
             if outcome.status == "clock":
                 clock = outcome.now
                 continue
             if outcome.status in ("stale", "missing"):
                 self._forget(group_id)
                 continue
-            result = self._result(group_id, roll_id, outcome, {d.name: d for d in defs})
-            if outcome.status == "applied":
-                self._dispatch(result.events)
-            return result.events
-        raise CacheError(f"group {group_id!r} kept changing during its period rollover")
+            return outcome, event_id, defs
+        raise CacheError(f"group {group_id!r} kept changing; gave up after {MAX_ATTEMPTS} tries")
 
     def evict(self, group_id: str) -> bool:
         """Write a group to the store, then drop it from the cache.
