@@ -33,11 +33,7 @@ for _, t in ipairs(trackers_in_order()) do
   end
 end
 if #lines > 0 then
-  periodic_forget(gone)
-  bump_version()
-  mark_dirty(now_us)
-  queue(ARGV[1], ARGV[2], fired_list, now)
-  retime(tonumber(ARGV[5]))
+  after_leaving(gone, fired_list, now_us, now, ARGV[1], ARGV[2], tonumber(ARGV[5]))
 end
 local nexts = ''
 if next_at ~= nil then nexts = fmt_num(next_at, true) end

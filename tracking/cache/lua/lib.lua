@@ -453,6 +453,17 @@ local function periodic_forget(names)
   periodic_save(kept)
 end
 
+-- After trackers left the group (removed or expired): forget the periodic
+-- ones, bump the definitions version, mark the group dirty, queue the fired
+-- events and re-time the group's TTL (grace: seconds after the last expiry).
+local function after_leaving(gone, fired_list, now_us, now, source, group, grace)
+  periodic_forget(gone)
+  bump_version()
+  mark_dirty(now_us)
+  queue(source, group, fired_list, now)
+  retime(grace)
+end
+
 -- Remove one tracker (state + meta) and leave a tombstone; returns the
 -- reply line "name\tpacked\tmeta" so the caller can rebuild it.
 local function take(name, meta)

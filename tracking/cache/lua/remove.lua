@@ -31,10 +31,6 @@ for _, name in ipairs(wanted) do
   end
 end
 if #lines > 0 then
-  periodic_forget(gone)
-  bump_version()
-  mark_dirty(now_us)
-  queue(ARGV[1], ARGV[2], fired_list, now)
-  retime(tonumber(ARGV[4]))
+  after_leaving(gone, fired_list, now_us, now, ARGV[1], ARGV[2], tonumber(ARGV[4]))
 end
 return table.concat(lines, '\n')
