@@ -7,7 +7,7 @@ in-memory index group -> names (rebuilt whenever the POD is loaded) lets
 :meth:`load_group` read one group without scanning every record.
 
 Durability: :meth:`save` and :meth:`remove` sync the POD before returning,
-and every POD file is replaced atomically (see :mod:`tracking.pod`), so an
+and every POD file is replaced atomically (see :mod:`tracking.pod.atomic`), so an
 acknowledged write survives a crash and a crash never leaves a torn file.
 A crash *during* a save may apply part of that batch; saving the same
 records again is always safe (the ``seq`` rule makes it idempotent).
@@ -41,7 +41,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tracking.errors import StoreError, TrackingValueError
-from tracking.pod import DEFAULT_FILE_SIZE, POD, atomic_write_bytes
+from tracking.pod.atomic import atomic_write_bytes
+from tracking.pod.core import DEFAULT_FILE_SIZE
+from tracking.pod.mapping import POD
 from tracking.store.base import DataStore, TrackerRecord
 
 SEPARATOR = "\x1f"
