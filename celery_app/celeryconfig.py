@@ -65,11 +65,11 @@ def resolve_broker_url(settings: Settings) -> str:
 
     Resolving the embedded URL attaches to the server serving
     ``data_dir`` or starts one (owned by this process), see
-    :mod:`tracking.cache.embedded`.
+    :mod:`tracking.embedded`.
     """
     if settings.broker_url and settings.broker_url.strip():
         return settings.broker_url.strip()
-    from tracking.cache.embedded import (  # noqa: PLC0415 - only without a broker URL
+    from tracking.embedded import (  # noqa: PLC0415 - only without a broker URL
         broker_url_from_redis_url,
         redis_url_from_settings,
     )

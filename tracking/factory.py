@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tracking.cache.base import DataCache
-from tracking.cache.embedded import redis_url_from_settings
 from tracking.cache.redis import RedisDataCache
+from tracking.embedded import redis_url_from_settings
 from tracking.manager import TrackingManager
 from tracking.store.base import DataStore
 from tracking.store.registry import store_from_url

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACKING_")}
     return subprocess.run(
-        [sys.executable, "-m", "tracking.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         check=False,
         env={**clean, "PYTHONPATH": str(REPO), "COLUMNS": "120", **(env or {})},
         cwd=REPO,

@@ -19,7 +19,7 @@ import pytest
 
 from celery_app import configure, runtime
 from celery_app.celeryconfig import QUEUE_EVENTS
-from celery_app.procs import celery_command
+from cli.procs import celery_command
 from tasks import add_trackers, dispatch_event, drain_outbox, flush_dirty, track, track_many
 from tests.support.celery_env import Deployment, available, deployment, received, wait_until
 from tests.support.celery_handlers import REWARDS

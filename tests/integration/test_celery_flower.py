@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from celery_app import configure, runtime
-from celery_app.procs import celery_command
+from cli.procs import celery_command
 from tasks import noop, track
 from tests.support.celery_env import (
     REPO,

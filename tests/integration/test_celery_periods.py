@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from celery_app import configure, runtime
-from celery_app.procs import celery_command
+from cli.procs import celery_command
 from tasks import add_tracker, reset_due, track
 from tests.support.celery_env import Deployment, available, deployment, received, wait_until
 from tracking import CountTracker, KeyValueEQ, ResetPeriod

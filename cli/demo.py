@@ -30,8 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from celery_app import procs, runtime
+from celery_app import runtime
 from celery_app.handlers import on_event
+from cli import procs
 from config.settings import Settings
 from tracking.events import EVENT_ALL, EVENT_TRACKER_ALL_COMPLETED, TrackerEvent
 from tracking.limiters import CountLimiter
@@ -126,14 +127,14 @@ def _environment(data_dir: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     settings = Settings(
         data_dir=data_dir,
         key_prefix="demo",
-        event_handlers=["celery_app.demo"],
+        event_handlers=["cli.demo"],
         flush_interval_seconds=1.0,
         drain_interval_seconds=0.5,
     )
     env = procs.settings_env(
         data_dir=str(data_dir),
         key_prefix="demo",
-        event_handlers=["celery_app.demo"],
+        event_handlers=["cli.demo"],
         flush_interval_seconds=1.0,
         drain_interval_seconds=0.5,
     )
@@ -149,7 +150,7 @@ def run_demo(events: int = 300, data_dir: Path | None = None, keep: bool = False
     from rich.table import Table  # noqa: PLC0415
 
     from celery_app.app import configure  # noqa: PLC0415
-    from tracking.cache.embedded import EmbeddedRedis  # noqa: PLC0415
+    from tracking.embedded import EmbeddedRedis  # noqa: PLC0415
 
     console = Console()
     made_dir = data_dir is None
