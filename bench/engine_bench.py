@@ -641,7 +641,7 @@ def git_info() -> dict[str, Any]:
     return {
         "commit": git("rev-parse", "HEAD"),
         "cache_module_uncommitted": bool(
-            git("status", "--porcelain", "tracking/cache/redis.py", "tracking/cache/lua")
+            git("status", "--porcelain", "tracking/cache/redis", "tracking/cache/lua")
         ),
     }
 

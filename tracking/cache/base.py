@@ -247,3 +247,17 @@ class DataCache(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+def outbox_payload(group_id: str, fired: Fired, event_id: str, ts: float) -> dict[str, object]:
+    """The compact outbox record of a fired event (the same in every backend)."""
+    return {
+        "event_id": event_id,
+        "group_id": group_id,
+        "code": fired.code,
+        "name": fired.name,
+        "stage": fired.stage,
+        "progress": fired.progress,
+        "limiter": fired.limiter,
+        "event_ts": ts,
+    }

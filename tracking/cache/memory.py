@@ -23,6 +23,7 @@ from tracking.cache.base import (
     OutboxEntry,
     PeriodBounds,
     TrackStep,
+    outbox_payload,
 )
 from tracking.engine import Fired, roll_period, step
 from tracking.engine import reset as engine_reset
@@ -37,20 +38,6 @@ from tracking.model import ResetPolicy
 
 #: What dedupe remembers of an applied event: changed, limited, completed names.
 _Digest = tuple[list[str], list[str], list[str]]
-
-
-def outbox_payload(group_id: str, fired: Fired, event_id: str, ts: float) -> dict[str, object]:
-    """The compact outbox record of a fired event (the same in every backend)."""
-    return {
-        "event_id": event_id,
-        "group_id": group_id,
-        "code": fired.code,
-        "name": fired.name,
-        "stage": fired.stage,
-        "progress": fired.progress,
-        "limiter": fired.limiter,
-        "event_ts": ts,
-    }
 
 
 class MemoryDataCache(DataCache):

@@ -1,0 +1,555 @@
+"""``RedisDataCache``: the :class:`DataCache` operations on top of the scripts and indexes.
+
+The data model and the reasoning behind it are in :mod:`tracking.cache.redis`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError
+
+from tracking._validate import canonical_json
+from tracking.cache.base import (
+    ApplyOutcome,
+    ApplyRequest,
+    CachedGroup,
+    CachedTracker,
+    DataCache,
+    DirtySnapshot,
+    OutboxEntry,
+    PeriodBounds,
+    TrackStep,
+)
+from tracking.cache.redis.codec import (
+    F_DIRTY,
+    _decode_hash,
+    _pairs,
+    _parse_meta,
+    _parse_outcome,
+    _s,
+    dec_number,
+    enc_number,
+    pack_state,
+    rules_of,
+    unpack_state,
+)
+from tracking.cache.redis.indexes import IndexedGroups
+from tracking.engine import Fired
+from tracking.errors import CacheError, ConflictingNameError, TrackingValueError
+from tracking.events import EVENT_TRACKER_EXPIRED, EVENT_TRACKER_REMOVED, EVENT_TRACKER_RESET
+from tracking.model import ResetPolicy, TrackerDefinition, TrackerState
+from tracking.spec import definition_from_spec
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_KEYS_CACHE_SIZE = 100_000
+_DEFINITIONS_CACHE_SIZE = 100_000
+_COMPILED_CACHE_SIZE = 100_000
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A definition with what the cache derives from it, computed once per object.
+
+    ``periodic_rules`` is ``rules`` for a tracker with a calendar reset
+    period and "" otherwise (what install/put record for rollover).
+    """
+
+    definition: TrackerDefinition
+    content_hash: str
+    rules: str
+    periodic_rules: str
+
+
+class RedisDataCache(IndexedGroups, DataCache):
+    """A :class:`DataCache` in Redis, shared by every process that uses the same prefix.
+
+    ``url_or_client``: a redis-py URL (``redis://``, ``rediss://``,
+    ``unix://``) or a ``redis.Redis`` client (not closed by :meth:`close`).
+    ``key_prefix`` separates products or tests sharing one server.
+    ``dedupe_window`` (seconds) and ``dedupe_max_entries`` (per group)
+    bound the memory spent on remembering event ids. ``index_shards`` is
+    the number of sorted sets each cross-group index is split into.
+    ``expiry_grace`` is how long after its last tracker's expiry a group's
+    keys live on (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis,
+        key_prefix: str = "trk",
+        *,
+        dedupe_window: float = 86400,
+        dedupe_max_entries: int = 10000,
+        index_shards: int = 16,
+        expiry_grace: float = 86400,
+    ) -> None:
+        if not isinstance(key_prefix, str) or not _PREFIX_RE.match(key_prefix):
+            raise TrackingValueError(
+                f"key_prefix must be 1-64 characters from A-Z a-z 0-9 _ . -, got {key_prefix!r}"
+            )
+        if dedupe_window < 0:
+            raise TrackingValueError("dedupe_window must be >= 0 seconds")
+        if dedupe_max_entries < 1:
+            raise TrackingValueError("dedupe_max_entries must be >= 1")
+        if index_shards < 1:
+            raise TrackingValueError("index_shards must be >= 1")
+        if expiry_grace < 0:
+            raise TrackingValueError("expiry_grace must be >= 0 seconds")
+        if isinstance(url_or_client, str):
+            self._client = redis.Redis.from_url(url_or_client)
+            self._owns_client = True
+        elif isinstance(url_or_client, redis.Redis):
+            self._client = url_or_client
+            self._owns_client = False
+        else:
+            raise TrackingValueError(
+                f"url_or_client must be a URL or a redis.Redis, not {type(url_or_client).__name__}"
+            )
+        self.key_prefix = key_prefix
+        self.dedupe_window = float(dedupe_window)
+        self.dedupe_max_entries = int(dedupe_max_entries)
+        self.index_shards = int(index_shards)
+        self.expiry_grace = float(expiry_grace)
+        self._window_arg = enc_number(self.dedupe_window)
+        self._max_arg = str(self.dedupe_max_entries)
+        self._grace_arg = enc_number(self.expiry_grace)
+        self._init_scripts()
+        self._definitions: OrderedDict[str, TrackerDefinition] = OrderedDict()
+        self._compiled: OrderedDict[int, _Compiled] = OrderedDict()
+        self._keys: dict[str, list[str]] = {}
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _script_keys(self, group_id: str) -> list[str]:
+        """The keys every group script gets: the group's six (one hash tag, one slot)."""
+        keys = self._keys.get(group_id)
+        if keys is None:
+            keys = self._group_keys(group_id)
+            if len(self._keys) >= _KEYS_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[group_id] = keys
+        return keys
+
+    def _def_key(self, content_hash: str) -> str:
+        return f"{self.key_prefix}:def:{content_hash}"
+
+    def _compile(self, definition: TrackerDefinition) -> _Compiled:
+        """Content hash and rules of a definition, memoised per object."""
+        key = id(definition)
+        found = self._compiled.get(key)
+        if found is not None and found.definition is definition:
+            return found
+        rules = rules_of(definition)
+        compiled = _Compiled(
+            definition,
+            definition.content_hash(),
+            rules,
+            "" if definition.period is None else rules,
+        )
+        self._compiled[key] = compiled
+        if len(self._compiled) > _COMPILED_CACHE_SIZE:
+            self._compiled.popitem(last=False)
+        self._remember_definition(compiled.content_hash, definition)
+        return compiled
+
+    def _remember_definition(self, content_hash: str, definition: TrackerDefinition) -> None:
+        self._definitions[content_hash] = definition
+        if len(self._definitions) > _DEFINITIONS_CACHE_SIZE:
+            self._definitions.popitem(last=False)
+
+    def _resolve(self, hashes: Iterable[str]) -> dict[str, TrackerDefinition]:
+        """Definitions by content hash: from memory, the missing ones in one MGET."""
+        found: dict[str, TrackerDefinition] = {}
+        missing: list[str] = []
+        for content_hash in dict.fromkeys(hashes):
+            definition = self._definitions.get(content_hash)
+            if definition is None:
+                missing.append(content_hash)
+            else:
+                found[content_hash] = definition
+        if missing:
+            with self._errors():
+                raw = self._client.mget([self._def_key(h) for h in missing])
+            for content_hash, spec_json in zip(missing, raw, strict=True):
+                if spec_json is None:
+                    raise CacheError(
+                        f"definition {content_hash} is missing from Redis "
+                        f"(key {self._def_key(content_hash)!r}); was the cache flushed?"
+                    )
+                definition = definition_from_spec(json.loads(_s(spec_json)))
+                self._remember_definition(content_hash, definition)
+                found[content_hash] = definition
+        return found
+
+    def _tracker_args(self, trackers: Sequence[CachedTracker]) -> tuple[list[str], list[Any]]:
+        """Script arguments (name, hash, packed state, expire_at, periodic rules), SET NXs."""
+        args: list[str] = []
+        commands: list[Any] = []
+        seen: set[str] = set()
+        for tracker in trackers:
+            compiled = self._compile(tracker.definition)
+            expire = "" if tracker.expire_at is None else enc_number(tracker.expire_at)
+            args += [
+                tracker.definition.name,
+                compiled.content_hash,
+                pack_state(tracker.state),
+                expire,
+                compiled.periodic_rules,
+            ]
+            if compiled.content_hash not in seen:
+                seen.add(compiled.content_hash)
+                spec = canonical_json(tracker.definition.to_spec())
+                commands.append(("SET", self._def_key(compiled.content_hash), spec, "NX"))
+        return args, commands
+
+    def _parse_taken(self, text: str) -> list[tuple[CachedTracker, TrackerState]]:
+        """Lines ``name\\tpacked\\tmeta`` of removed/reset trackers -> cached trackers."""
+        rows = []
+        for line in text.split("\n") if text else []:
+            name, packed, meta = line.split("\t", 2)
+            parts = meta.split(",")
+            expire_at = float(parts[2]) if len(parts) > 2 and parts[2] else None
+            rows.append((name, parts[0], unpack_state(packed), expire_at))
+        definitions = self._resolve(row[1] for row in rows)
+        return [
+            (CachedTracker(definitions[h], state, expire_at), state)
+            for _, h, state, expire_at in rows
+        ]
+
+    # -- clock and reads ---------------------------------------------------
+
+    def now(self) -> float:
+        """Redis ``TIME`` in seconds (the one clock of every worker)."""
+        with self._errors():
+            sec, usec = self._client.time()
+        return int(sec) + int(usec) / 1_000_000
+
+    def get_definitions(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
+        """Version and definitions: one HGETALL, plus one MGET for unknown definitions."""
+        with self._errors():
+            meta = _decode_hash(self._client.hgetall(self._group_keys(group_id)[1]))
+        if not meta:
+            return None
+        version, entries = _parse_meta(meta)
+        definitions = self._resolve(e.content_hash for e in entries)
+        return version, [definitions[e.content_hash] for e in entries]
+
+    def get_group(self, group_id: str) -> CachedGroup | None:
+        keys = self._group_keys(group_id)
+        raw_meta, raw_state = self._execute(
+            [("HGETALL", keys[1]), ("HGETALL", keys[0])], transaction=True
+        )
+        meta = _decode_hash(raw_meta)
+        if not meta:
+            return None
+        return self._build_group(meta, _decode_hash(raw_state))
+
+    def _build_group(self, meta: dict[str, str], states: dict[str, str]) -> CachedGroup:
+        version, entries = _parse_meta(meta)
+        definitions = self._resolve(e.content_hash for e in entries)
+        group = CachedGroup(version=version)
+        for entry in entries:
+            packed = states.get(entry.name)
+            if packed is None:  # never written apart; tolerate a torn manual edit
+                continue
+            group.trackers[entry.name] = CachedTracker(
+                definitions[entry.content_hash], unpack_state(packed), entry.expire_at
+            )
+        return group
+
+    # -- cold load -----------------------------------------------------------
+
+    def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
+        """One pipeline: SET NX each definition, install-if-absent script, then the
+        expiry and periodic index entries (no work entry: the group is clean)."""
+        args, commands = self._tracker_args(trackers)
+        script_at = len(commands)
+        commands.append(
+            ("script", "install", self._script_keys(group_id), [self._grace_arg, *args])
+        )
+        commands += self._tracker_index_commands(group_id, trackers)
+        return int(self._execute(commands)[script_at]) == 1
+
+    # -- hot path ------------------------------------------------------------
+
+    def apply(
+        self,
+        group_id: str,
+        version: int,
+        steps: Sequence[TrackStep],
+        event_id: str,
+        source_id: str | None = None,
+        periods: PeriodBounds | None = None,
+    ) -> ApplyOutcome:
+        """One round trip: the script, then ``ZADD NX`` of the work index entry.
+
+        The index write is unconditional (cheaper than a reply field and a
+        branch; the sweepers drop entries of clean groups) and follows the
+        script so that a sweeper's remove-then-recheck never loses it.
+        """
+        args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
+        reply = self._hot_script(
+            "apply", self._script_keys(group_id), args, self._work_command(group_id)
+        )
+        return _parse_outcome(reply)
+
+    def apply_many(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
+        """Every request's script and work index write in one pipeline (one round trip).
+
+        Outcomes as :meth:`apply` gives them, in order. A request whose
+        script the server lacks (NOSCRIPT, a restart) is rerun alone after
+        loading the scripts: the failed call did nothing, and the others
+        must not run twice (they would then count as duplicates).
+        """
+        calls = [
+            (
+                self._script_keys(r.group_id),
+                self._apply_args(r.group_id, r.version, r.steps, r.event_id, None, r.periods),
+                self._work_command(r.group_id),
+            )
+            for r in requests
+        ]
+        replies: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        with self._errors():
+            for attempt in range(3):
+                pipe = self._client.pipeline(transaction=False)
+                for i in pending:
+                    keys, args, work = calls[i]
+                    pipe.execute_command(*self._invocation("apply", keys, args))  # type: ignore[no-untyped-call]
+                    pipe.execute_command(*work)  # type: ignore[no-untyped-call]
+                results: list[Any] = pipe.execute(raise_on_error=False)
+                failed: list[tuple[int, ResponseError]] = []
+                for at, i in enumerate(pending):
+                    reply, written = results[2 * at], results[2 * at + 1]
+                    if isinstance(written, Exception):
+                        raise written
+                    if isinstance(reply, ResponseError):
+                        failed.append((i, reply))
+                    elif isinstance(reply, Exception):
+                        raise reply
+                    else:
+                        replies[i] = reply
+                if not failed:
+                    return [_parse_outcome(reply) for reply in replies]
+                if attempt == 2 or not self._recoverable(failed[0][1]):
+                    raise failed[0][1]
+                pending = [i for i, _ in failed]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _apply_args(
+        self,
+        group_id: str,
+        version: int,
+        steps: Sequence[TrackStep],
+        event_id: str,
+        source_id: str | None,
+        periods: PeriodBounds | None,
+    ) -> list[Any]:
+        """The apply script's arguments (see ``lua/apply.lua``).
+
+        Each step is three arguments, the definition's rules precomputed
+        once per definition object; the periodic trackers' rules are in
+        Redis already (recorded by install/put), so ``periods`` only
+        carries the bounds.
+        """
+        args: list[Any] = [
+            event_id,
+            version,
+            source_id or event_id,
+            group_id,
+            self._window_arg,
+            self._max_arg,
+            self._grace_arg,
+            json.dumps({name: [int(b[0]), int(b[1])] for name, b in periods.items()})
+            if periods
+            else "",
+        ]
+        compile_ = self._compile
+        for item in steps:
+            delta = item.delta
+            args += (
+                item.definition.name,
+                str(delta) if type(delta) is int else enc_number(delta),
+                compile_(item.definition).rules,
+            )
+        return args
+
+    # -- eviction and administration ------------------------------------------
+
+    def evict_group(self, group_id: str) -> bool:
+        """One script: refuse while dirty or with outbox entries, else drop the group's keys.
+
+        Its index entries are left to the sweepers, which prune entries of
+        groups without work, expiry or periodic trackers: removing them
+        here could drop the entry a concurrent put has just written.
+        """
+        evicted = int(self._script("evict", self._script_keys(group_id), [])) == 1
+        if evicted:
+            self._keys.pop(group_id, None)
+        return evicted
+
+    def put_trackers(
+        self,
+        group_id: str,
+        trackers: Sequence[CachedTracker],
+        source_id: str,
+        replace: bool = False,
+    ) -> tuple[int, list[Fired]]:
+        args, commands = self._tracker_args(trackers)
+        script_at = len(commands)
+        commands.append(
+            (
+                "script",
+                "put",
+                self._script_keys(group_id),
+                [source_id, group_id, "1" if replace else "0", self._grace_arg, *args],
+            )
+        )
+        commands.append(self._work_command(group_id))
+        commands += self._tracker_index_commands(group_id, trackers)
+        reply = self._execute(commands)[script_at]
+        if _s(reply[0]) == "conflict":
+            raise ConflictingNameError(group_id, _s(reply[1]))
+        fired = []
+        text = _s(reply[2])
+        for line in text.split("\n") if text else []:
+            code, stage, progress, _, name = line.split("\t", 4)
+            fired.append(Fired(int(code), name, int(stage), dec_number(progress)))
+        return int(reply[1]), fired
+
+    def remove_trackers(
+        self, group_id: str, names: Sequence[str] | None, source_id: str
+    ) -> list[tuple[CachedTracker, Fired]]:
+        args = [source_id, group_id, "1" if names is None else "0", self._grace_arg]
+        args += list(names or [])
+        script = ("script", "remove", self._script_keys(group_id), args)
+        text = _s(self._execute([script, self._work_command(group_id)])[0])
+        return [
+            (cached, Fired(EVENT_TRACKER_REMOVED, cached.definition.name, s.stage, s.progress))
+            for cached, s in self._parse_taken(text)
+        ]
+
+    def reset_trackers(
+        self, group_id: str, names: Sequence[str], policy: ResetPolicy | None, source_id: str
+    ) -> list[tuple[CachedTracker, Fired]]:
+        """Reset with the rules of the current definitions (retried if they change meanwhile)."""
+        keys = self._script_keys(group_id)
+        for _ in range(10):
+            loaded = self.get_definitions(group_id)
+            if loaded is None:
+                return []
+            version, definitions = loaded
+            by_name = {d.name: d for d in definitions}
+            args = [source_id, group_id, str(version), "" if policy is None else str(int(policy))]
+            for name in names:
+                definition = by_name.get(name)
+                if definition is not None:
+                    args += [name, self._compile(definition).rules]
+            reply = self._execute([("script", "reset", keys, args), self._work_command(group_id)])[
+                0
+            ]
+            kind = _s(reply[0])
+            if kind == "missing":
+                return []
+            if kind == "ok":
+                return [
+                    (
+                        cached,
+                        Fired(EVENT_TRACKER_RESET, cached.definition.name, s.stage, s.progress),
+                    )
+                    for cached, s in self._parse_taken(_s(reply[1]))
+                ]
+        raise CacheError(f"group {group_id!r} kept changing during reset_trackers")
+
+    def expire(
+        self, source_id: str, now: float | None = None, limit: int = 1000
+    ) -> list[tuple[str, CachedTracker, Fired]]:
+        """Sweep the expiry index: due groups run the expire script, entries move on."""
+        cutoff = self.now() if now is None else now
+        now_arg = "" if now is None else enc_number(now)
+        shards = range(self.index_shards)
+        due_lists = self._execute(
+            [
+                ("ZRANGEBYSCORE", self._expiry_key(n), "-inf", repr(cutoff), "WITHSCORES")
+                for n in shards
+            ]
+        )
+        due = sorted(
+            ((float(score), _s(member)) for items in due_lists for member, score in _pairs(items)),
+        )
+        found: list[tuple[str, CachedTracker, Fired]] = []
+        emptied: list[str] = []
+        for _, group_id in due:
+            if len(found) >= limit:
+                break
+            args = [source_id, group_id, now_arg, str(limit - len(found)), self._grace_arg]
+            script = ("script", "expire", self._script_keys(group_id), args)
+            reply = self._execute([script, self._work_command(group_id)])[0]
+            next_at = _s(reply[1])
+            taken = self._parse_taken(_s(reply[2]))
+            key = self._expiry_key(self._shard(group_id))
+            if next_at:
+                self._execute([("ZADD", key, next_at, group_id)])
+            else:
+                emptied.append(group_id)
+            found += [
+                (
+                    group_id,
+                    cached,
+                    Fired(EVENT_TRACKER_EXPIRED, cached.definition.name, s.stage, s.progress),
+                )
+                for cached, s in taken
+            ]
+        if emptied:
+            self._drop_expiry_entries(emptied)
+        return found
+
+    # -- write-behind --------------------------------------------------------
+
+    def dirty_snapshot(self, group_id: str) -> DirtySnapshot | None:
+        keys = self._group_keys(group_id)
+        raw_meta, raw_state, raw_removed = self._execute(
+            [("HGETALL", keys[1]), ("HGETALL", keys[0]), ("SMEMBERS", keys[5])], transaction=True
+        )
+        meta = _decode_hash(raw_meta)
+        mark = meta.get(F_DIRTY)
+        if mark is None:
+            return None
+        group = self._build_group(meta, _decode_hash(raw_state))
+        removed = sorted(_s(name) for name in raw_removed)
+        return DirtySnapshot(group_id, int(mark), group.trackers, removed)
+
+    def clear_dirty(self, group_id: str, mark: int) -> bool:
+        return int(self._script("clear_dirty", self._script_keys(group_id), [str(mark)])) == 1
+
+    def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
+        by_group: dict[str, list[str]] = {}
+        for entry in entries:
+            by_group.setdefault(entry.group_id, []).append(entry.entry_id)
+        if by_group:
+            self._execute([("HDEL", self._group_keys(g)[4], *ids) for g, ids in by_group.items()])
+
+    # -- maintenance -----------------------------------------------------------
+
+    def flush(self) -> None:
+        """UNLINK every key under this prefix (SCAN in batches); never FLUSHDB."""
+        for pattern in ("{" + self.key_prefix + ":*", self.key_prefix + ":*"):
+            for batch in self._scan(pattern):
+                with self._errors():
+                    self._client.unlink(*batch)
+        self._definitions.clear()
+        self._compiled.clear()
+
+    def close(self) -> None:
+        self._close_connections()
+        if self._owns_client:
+            with self._errors():
+                self._client.close()

@@ -1,0 +1,247 @@
+"""Loading and running the Redis cache's Lua scripts.
+
+On Redis >= 7.0 the scripts are one Redis Functions library named after a
+hash of their sources (``trk_<hash>``, loaded on first need and kept by
+the server, also in its RDB: a new product version adds a library, an old
+one can be removed with ``FUNCTION DELETE``), so the shared Lua helpers
+are created once instead of on every call. Servers without Functions (the
+embedded 6.2), or an ACL that refuses them, get the same scripts by
+EVALSHA. On "Function not found" / NOSCRIPT (a restarted or failed-over
+server) they are loaded again and the command or pipeline retried, which
+is safe because the failed script did nothing and the index writes are
+idempotent. The hot path sends its one command on a per-thread connection
+of its own, outside redis-py's pool. Connection, timeout and server
+errors raise :class:`CacheError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from tracking.cache.redis.codec import _s
+from tracking.errors import CacheError
+
+_SCRIPT_NAMES = (
+    "apply",
+    "install",
+    "put",
+    "remove",
+    "reset",
+    "expire",
+    "clear_dirty",
+    "evict",
+)
+
+
+def _load_sources() -> tuple[str, dict[str, str]]:
+    """``lib.lua`` and each script's body."""
+    folder = resources.files("tracking.cache").joinpath("lua")
+    lib = folder.joinpath("lib.lua").read_text(encoding="utf-8")
+    return lib, {
+        name: folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES
+    }
+
+
+def _function_library(library: str, lib: str, bodies: dict[str, str]) -> str:
+    """The scripts as one Redis Functions library (Redis >= 7.0).
+
+    ``lib.lua``'s helpers are then created once, at load, instead of on
+    every EVALSHA (about 9 µs per call). The script bodies run unchanged:
+    ``KEYS`` and ``ARGV`` are library-level locals that each registered
+    function sets before running its body (a function runs atomically, so
+    no other call sees them), and ``redis.replicate_commands()`` is left
+    out (functions always replicate effects).
+    """
+    parts = [f"#!lua name={library}", "local KEYS, ARGV", lib]
+    for name, body in bodies.items():
+        parts.append(f"local function run_{name}()")
+        parts.append(body.replace("redis.replicate_commands()", ""))
+        parts.append("end")
+        parts.append(
+            f"redis.register_function('{library}_{name}', "
+            f"function(keys, args) KEYS, ARGV = keys, args return run_{name}() end)"
+        )
+    return "\n".join(parts)
+
+
+class ScriptRunner:
+    """The script and connection plumbing :class:`RedisDataCache` is built on."""
+
+    _client: redis.Redis
+
+    def _init_scripts(self) -> None:
+        """Load the sources and prepare the per-thread hot connections."""
+        self._set_sources(*_load_sources())
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        # weak: a finished thread's connection goes with its thread-local slot
+        self._raw_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _close_connections(self) -> None:
+        """Drop every hot-path connection this object opened."""
+        with self._lock:
+            raw = list(self._raw_connections)
+            self._raw_connections = weakref.WeakSet()
+        for conn in raw:
+            conn.disconnect()
+        self._local = threading.local()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as exc:
+            raise CacheError(f"Redis cache error: {exc}") from exc
+
+    def _set_sources(self, lib: str, bodies: dict[str, str]) -> None:
+        """Derive both forms of the scripts (and their names) from their sources."""
+        self._sources = {name: lib + "\n" + body for name, body in bodies.items()}
+        self._shas = {
+            name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._sources.items()
+        }
+        digest = hashlib.sha1("\0".join(self._sources.values()).encode()).hexdigest()
+        self._library = "trk_" + digest[:16]
+        self._library_source = _function_library(self._library, lib, bodies)
+        #: FCALL until the server turns out not to know it (Redis < 7.0)
+        self._functions = True
+
+    def _invocation(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """The command that runs script ``name``: FCALL, or EVALSHA on Redis < 7.0."""
+        if self._functions:
+            return ["FCALL", f"{self._library}_{name}", len(keys), *keys, *args]
+        return ["EVALSHA", self._shas[name], len(keys), *keys, *args]
+
+    def _recoverable(self, error: object) -> bool:
+        """Whether ``error`` means the server lacks our scripts; if so, provide them.
+
+        A server restarted or failed over without them answers NOSCRIPT or
+        "Function not found"; a server without Redis Functions answers
+        "unknown command" to FCALL (and an ACL may refuse it: NOPERM), after
+        which this cache uses EVALSHA. The failed command did nothing, so
+        the caller runs it again.
+        """
+        if not isinstance(error, ResponseError):
+            return False
+        text = str(error)
+        lowered = text.lower()
+        if (
+            self._functions
+            and "fcall" in lowered
+            and ("unknown command" in lowered or "noperm" in lowered)
+        ):
+            self._functions = False
+        elif not (isinstance(error, NoScriptError) or "Function not found" in text):
+            return False
+        self._load_scripts()
+        return True
+
+    def _load_scripts(self) -> None:
+        """Load the library (or, without Redis Functions, every script)."""
+        with self._errors():
+            if self._functions:
+                try:
+                    self._client.execute_command(  # type: ignore[no-untyped-call]
+                        "FUNCTION", "LOAD", self._library_source
+                    )
+                    return
+                except ResponseError as exc:
+                    if "already exists" in str(exc).lower():
+                        return
+                    # no Redis Functions (< 7.0), or not allowed to load them: EVALSHA
+                    self._functions = False
+            for name, source in self._sources.items():
+                sha = self._client.script_load(source)
+                if _s(sha) != self._shas[name]:
+                    raise CacheError(f"Redis returned an unexpected SHA for script {name}")
+
+    def _execute(
+        self, commands: Sequence[tuple[Any, ...]], *, transaction: bool = False
+    ) -> list[Any]:
+        """Run commands in one pipeline (one round trip); ``("script", name, keys, args)``
+        runs one of our scripts. If the server lacks them, provide them and run it all
+        again (safe: the failed script did nothing and the other commands are idempotent).
+        """
+        with self._errors():
+            for attempt in range(3):
+                pipe = self._client.pipeline(transaction=transaction)
+                for command in commands:
+                    if command[0] == "script":
+                        _, name, keys, args = command
+                        pipe.execute_command(*self._invocation(name, keys, args))  # type: ignore[no-untyped-call]
+                    else:
+                        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                results: list[Any] = pipe.execute(raise_on_error=False)
+                missing = [r for r in results if isinstance(r, ResponseError)]
+                if attempt < 2 and missing and self._recoverable(missing[0]):
+                    continue
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
+                return results
+        raise CacheError("scripts vanished again right after loading them")  # pragma: no cover
+
+    def _hot_script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], after: tuple[Any, ...]
+    ) -> Any:
+        """The script and then ``after`` (its index write) on this thread's own connection.
+
+        Both commands go out in one write (one round trip), bypassing
+        redis-py's pool: no pool checkout/release, retry wrapper or
+        response callback (about 20 µs per call with redis-py 8). Returns
+        the script's reply. The connection is per thread and per process
+        (a forked child opens its own); any error other than an error
+        reply drops it, so the next call reconnects.
+        """
+        local = self._local
+        conn: Any = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            pool = self._client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.pid = conn, os.getpid()
+            with self._lock:
+                self._raw_connections.add(conn)
+        for attempt in range(3):
+            try:
+                conn.send_packed_command(
+                    conn.pack_commands([self._invocation(name, keys, args), after])
+                )
+                failed: ResponseError | None = None
+                try:
+                    reply = conn.read_response()
+                except ResponseError as exc:
+                    failed = exc  # the index write's reply must still be read
+                conn.read_response()
+                if failed is not None:
+                    raise failed
+                return reply
+            except ResponseError as exc:
+                if attempt == 2 or not self._recoverable(exc):
+                    raise CacheError(f"Redis cache error: {exc}") from exc
+            except BaseException as exc:
+                conn.disconnect()
+                local.conn = None
+                if isinstance(exc, RedisError):
+                    raise CacheError(f"Redis cache error: {exc}") from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script as a single command (no pipeline object)."""
+        with self._errors():
+            for attempt in range(3):
+                try:
+                    return self._client.execute_command(*self._invocation(name, keys, args))  # type: ignore[no-untyped-call]
+                except ResponseError as exc:
+                    if attempt == 2 or not self._recoverable(exc):
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
