@@ -3,8 +3,14 @@
 Everything a dictrack user imports is here::
 
     from tracking import KeyValueEQ, CountTracker, CountLimiter, TrackingManager, ResetPolicy
+
+``MongoDBDataStore`` is imported on first access, so ``import tracking``
+does not need (or load) pymongo.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from tracking import store as _store
 from tracking.cache import DataCache, MemoryDataCache, RedisDataCache
 from tracking.conditions import (
     AllOf,
@@ -70,13 +76,23 @@ from tracking.store import (
     DataStore,
     FileDataStore,
     MemoryDataStore,
-    MongoDBDataStore,
     TrackerRecord,
     store_from_url,
 )
 from tracking.trackers import AccumulationTracker, BaseTracker, CountTracker
 
+if TYPE_CHECKING:
+    from tracking.store.mongo import MongoDBDataStore
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Serve the lazily imported store backends of :mod:`tracking.store` (PEP 562)."""
+    if name == "MongoDBDataStore":
+        return _store.MongoDBDataStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EVENT_ALL",

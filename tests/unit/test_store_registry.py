@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,10 +199,81 @@ def test_factory_must_return_a_data_store() -> None:
         store_from_url("odd://")
 
 
-def test_every_registered_class_declares_its_scheme() -> None:
+def test_each_builtin_class_serves_exactly_its_table_entries() -> None:
+    # The scheme table exists once (registry.BUILTIN_STORES); the classes'
+    # ``schemes`` are read from it, so the two can never disagree.
+    from tracking.store.file import FileDataStore
     from tracking.store.mongo import MongoDBDataStore
 
-    for cls in (MemoryDataStore, MongoDBDataStore):
+    classes = {
+        "tracking.store.memory:MemoryDataStore": MemoryDataStore,
+        "tracking.store.file:FileDataStore": FileDataStore,
+        "tracking.store.mongo:MongoDBDataStore": MongoDBDataStore,
+    }
+    assert set(registry.BUILTIN_STORES.values()) == set(classes)
+    for path, cls in classes.items():
         assert issubclass(cls, DataStore)
+        expected = tuple(s for s, p in registry.BUILTIN_STORES.items() if p == path)
+        assert cls.schemes == expected
         for scheme in cls.schemes:
             assert scheme in known_schemes()
+    assert MongoDBDataStore.schemes == ("mongodb", "mongodb+srv")
+
+
+def test_builtin_schemes_of_an_unknown_target() -> None:
+    with pytest.raises(TrackingValueError, match="not a built-in store"):
+        registry.builtin_schemes("tracking.store.nope:Store")
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_importing_tracking_does_not_import_the_mongo_store() -> None:
+    result = _run(
+        """
+        import sys
+        import tracking, tracking.store
+        assert "tracking.store.mongo" not in sys.modules, "mongo store imported eagerly"
+        assert "pymongo" not in sys.modules, "pymongo imported eagerly"
+        from tracking import MongoDBDataStore
+        from tracking.store import MongoDBDataStore as again
+        from tracking.store.mongo import MongoDBDataStore as defined
+        assert MongoDBDataStore is again is defined
+        assert "MongoDBDataStore" in tracking.__all__
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_lazy_mongo_store_without_pymongo_says_what_to_install() -> None:
+    result = _run(
+        """
+        import sys
+        sys.modules["pymongo"] = None  # "import pymongo" now fails as if absent
+        import tracking
+        from tracking.errors import MissingDependencyError
+        try:
+            from tracking import MongoDBDataStore
+        except MissingDependencyError as exc:
+            print(exc)
+        else:
+            raise SystemExit("no error")
+        try:
+            tracking.NoSuchName
+        except AttributeError as exc:
+            print("attr:", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "pip install pymongo" in lines[0]
+    assert lines[1] == "attr: module 'tracking' has no attribute 'NoSuchName'"

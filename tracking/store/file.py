@@ -45,6 +45,7 @@ from tracking.pod.atomic import atomic_write_bytes
 from tracking.pod.core import DEFAULT_FILE_SIZE
 from tracking.pod.mapping import POD
 from tracking.store.base import DataStore, TrackerRecord
+from tracking.store.registry import builtin_schemes
 
 SEPARATOR = "\x1f"
 _TRUE = {"1", "true", "yes", "on"}
@@ -83,7 +84,7 @@ class FileDataStore(DataStore):
     its stored layout.
     """
 
-    schemes = ("file",)
+    schemes = builtin_schemes("tracking.store.file:FileDataStore")
 
     def __init__(
         self,

@@ -7,12 +7,13 @@ import time
 from collections.abc import Sequence
 
 from tracking.store.base import DataStore, TrackerRecord
+from tracking.store.registry import builtin_schemes
 
 
 class MemoryDataStore(DataStore):
     """A store that lives in this process only (nothing survives a restart)."""
 
-    schemes = ("memory",)
+    schemes = builtin_schemes("tracking.store.memory:MemoryDataStore")
 
     def __init__(self, url: str | None = None) -> None:
         # A plain mutex around dict updates; stores are never on the hot path.

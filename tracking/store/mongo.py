@@ -43,6 +43,7 @@ from tracking.errors import (
     TrackingValueError,
 )
 from tracking.store.base import DataStore, JSONDict, TrackerRecord
+from tracking.store.registry import builtin_schemes
 
 try:
     import pymongo
@@ -127,7 +128,7 @@ class MongoDBDataStore(DataStore):
     Further keyword arguments go to :class:`pymongo.MongoClient`.
     """
 
-    schemes = ("mongodb", "mongodb+srv")
+    schemes = builtin_schemes("tracking.store.mongo:MongoDBDataStore")
 
     def __init__(
         self,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, cast
 
 from tracking.errors import MissingDependencyError, TrackingTypeError, TrackingValueError
@@ -25,13 +26,32 @@ StoreFactory = Callable[..., DataStore]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
+#: The built-in backends: URL scheme -> ``"module:Class"``. The one place
+#: their schemes are written down: each class's ``schemes`` is read from
+#: here (:func:`builtin_schemes`), and nothing is imported until used.
+BUILTIN_STORES: Mapping[str, str] = MappingProxyType(
+    {
+        "memory": "tracking.store.memory:MemoryDataStore",
+        "file": "tracking.store.file:FileDataStore",
+        "mongodb": "tracking.store.mongo:MongoDBDataStore",
+        "mongodb+srv": "tracking.store.mongo:MongoDBDataStore",
+    }
+)
+
 _lock = threading.Lock()
-_registry: dict[str, StoreFactory | str] = {
-    "memory": "tracking.store.memory:MemoryDataStore",
-    "file": "tracking.store.file:FileDataStore",
-    "mongodb": "tracking.store.mongo:MongoDBDataStore",
-    "mongodb+srv": "tracking.store.mongo:MongoDBDataStore",
-}
+_registry: dict[str, StoreFactory | str] = dict(BUILTIN_STORES)
+
+
+def builtin_schemes(target: str) -> tuple[str, ...]:
+    """The schemes :data:`BUILTIN_STORES` maps to ``target`` (``"module:Class"``), in order.
+
+    Built-in classes set ``schemes = builtin_schemes(...)`` so that the
+    class attribute and the registry cannot disagree.
+    """
+    schemes = tuple(scheme for scheme, path in BUILTIN_STORES.items() if path == target)
+    if not schemes:
+        raise TrackingValueError(f"{target!r} is not a built-in store")
+    return schemes
 
 
 def _normalise_scheme(scheme: str) -> str:
