@@ -165,11 +165,66 @@ def build_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _export(config: dict[str, Any]) -> None:
-    globals().update(config)
+#: The names ``build_config`` returns (a unit test keeps the two in step), so
+#: a lookup of any other name (Celery probes e.g. ``override_backends``)
+#: answers "absent" without building the configuration.
+CONFIG_KEYS: frozenset[str] = frozenset(
+    {
+        "broker_url",
+        "broker_transport_options",
+        "broker_connection_retry_on_startup",
+        "result_backend",
+        "task_ignore_result",
+        "accept_content",
+        "task_serializer",
+        "result_serializer",
+        "result_accept_content",
+        "event_serializer",
+        "task_acks_late",
+        "task_reject_on_worker_lost",
+        "worker_prefetch_multiplier",
+        "worker_send_task_events",
+        "task_send_sent_event",
+        "task_default_queue",
+        "task_queues",
+        "task_default_exchange",
+        "task_default_routing_key",
+        "task_routes",
+        "beat_schedule",
+        "beat_schedule_filename",
+        "timezone",
+        "enable_utc",
+    }
+)
+
+_built: dict[str, Any] | None = None
 
 
-# Module-level names are what ``config_from_object("celery_app.celeryconfig")``
-# reads. They are computed when Celery first needs its configuration, not
-# when ``celery_app`` is imported.
-_export(build_config(get_settings()))
+def current_config() -> dict[str, Any]:
+    """The configuration for this process's settings, built on first call.
+
+    Building resolves the broker URL, which without ``TRACKING_BROKER_URL``
+    starts or attaches to the embedded Redis: that must happen when Celery
+    first reads its configuration (a worker starting, the first publish),
+    never when a web process merely imports ``tasks``.
+    """
+    global _built  # noqa: PLW0603 - one lazily built value per process
+    if _built is None:
+        _built = build_config(get_settings())
+    return _built
+
+
+# ``config_from_object("celery_app.celeryconfig")`` reads the module's
+# attributes (``dir()`` then ``getattr``). Module-level ``__getattr__`` and
+# ``__dir__`` (PEP 562) serve them from ``current_config()``, so nothing is
+# computed when the module (or ``celery_app``, or ``tasks``) is imported.
+
+
+def __getattr__(name: str) -> Any:
+    if name in CONFIG_KEYS:
+        return current_config()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *CONFIG_KEYS})
