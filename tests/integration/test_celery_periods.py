@@ -19,7 +19,7 @@ import pytest
 from celery_app import configure, runtime
 from cli.procs import celery_command
 from tasks import add_tracker, reset_due, track
-from tests.support.celery_env import Deployment, available, deployment, received, wait_until
+from tests.support.celery_env import Deployment, deployment, received, require, wait_until
 from tracking import CountTracker, KeyValueEQ, ResetPeriod
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -27,9 +27,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Deployment]:
-    reason = available("embedded")
-    if reason is not None:
-        pytest.skip(reason)
+    require("embedded")
     with deployment("embedded", tmp_path, sweep_interval_seconds=1.0) as deployed:
         configure(deployed.settings)
         yield deployed
@@ -69,9 +67,14 @@ def test_daily_reset_happens_once_at_the_boundary(dep: Deployment) -> None:
     # The group is idle across the boundary: beat's reset_due rolls it over.
     wait_until(lambda: time.time() > boundary.timestamp() + 1, 120, "the period boundary to pass")
     resets = wait_until(lambda: _resets(dep), 60, "beat's RESET event")
-    for _ in range(3):  # beat firing again, or late, resets nothing more
-        reset_due.delay()
-    time.sleep(3)
+    # Beat firing again, or late, resets nothing more: wait until the worker
+    # has run three more reset_due (a positive signal), then count.
+    extra = [reset_due.delay().id for _ in range(3)]
+    wait_until(
+        lambda: all(f"reset_due[{task_id}] succeeded" in dep.log("w1") for task_id in extra),
+        60,
+        "three more reset_due runs",
+    )
     assert len(_resets(dep)) == 1 == len(resets)
     assert resets[0]["name"] == "quest" and resets[0]["group_id"] == "p1"
     assert _quest("p1") == [(0, False)]  # reopened for the new day

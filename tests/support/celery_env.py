@@ -10,7 +10,8 @@ Brokers:
 
 - ``embedded``: the test process starts (and owns) an embedded Redis for
   the deployment's data directory; it is broker and cache.
-- ``redis``: the machine's Redis at 127.0.0.1:6379, database
+- ``redis``: the machine's Redis, ``$TRACKING_TEST_REDIS_URL`` (as for
+  every other Redis test) or else 127.0.0.1:6379 database
   ``TRACKING_TEST_REDIS_DB`` (default 13), with every key under the
   deployment's unique prefix (kombu's ``global_keyprefix`` for the
   broker); teardown deletes exactly those keys.
@@ -19,7 +20,8 @@ Brokers:
   machine's Redis as above.
 
 Everything listens on localhost only and every process is stopped (warm
-shutdown, SIGKILL after 45 s) at teardown.
+shutdown, SIGKILL after 45 s) at teardown. A deployment whose services are
+missing is skipped locally but fails with ``CI`` set (:func:`require`).
 """
 
 from __future__ import annotations
@@ -46,9 +48,13 @@ from config.settings import Settings
 from tracking.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 TEST_REDIS_DB = int(os.environ.get("TRACKING_TEST_REDIS_DB", "13"))
+#: The machine's Redis (cache, and broker of the ``redis`` kind): the same
+#: ``TRACKING_TEST_REDIS_URL`` the other Redis tests honour.
+MACHINE_REDIS_URL = os.environ.get("TRACKING_TEST_REDIS_URL") or (
+    f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+)
 HANDLERS = "tests.support.celery_handlers"
 
 
@@ -147,6 +153,26 @@ class Deployment:
         self.logs[name] = log
         return proc
 
+    def broker_backlog(self) -> int:
+        """Redis brokers: messages queued plus delivered-but-unacknowledged (kombu's keys).
+
+        0 means every message published so far was acknowledged (or lost in
+        kombu's pop-then-record window): the broker has nothing more to deliver.
+        """
+        if self.kind == "rabbitmq":
+            raise ValueError("broker_backlog reads a Redis broker's keys")
+        kp = f"{self.prefix}:kombu:" if self.kind == "redis" else ""
+        client = self.redis()
+        try:
+            total = int(client.hlen(f"{kp}unacked"))
+            for queue in procs.ALL_QUEUES.split(","):
+                for name in client.scan_iter(match=f"{kp}{queue}*", count=1000):
+                    if client.type(name) == b"list":
+                        total += int(client.llen(name))
+            return total
+        finally:
+            client.close()
+
     def log(self, name: str) -> str:
         """The output so far of the process started as ``name``."""
         return _read(self.logs[name])
@@ -181,16 +207,42 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 def available(kind: str) -> str | None:
     """None when ``kind`` can run here, else why not."""
-    if kind in ("redis", "rabbitmq") and not port_open(REDIS_HOST, REDIS_PORT):
-        return "no Redis on 127.0.0.1:6379"
+    if kind in ("redis", "rabbitmq") and not _redis_answers(MACHINE_REDIS_URL):
+        return f"no Redis answers at {MACHINE_REDIS_URL} (set TRACKING_TEST_REDIS_URL)"
     if kind == "rabbitmq":
         if not port_open(RABBIT_HOST, RABBIT_PORT):
             return "no RabbitMQ on 127.0.0.1:5672"
         if shutil.which("rabbitmqctl") is None:
             return "rabbitmqctl not found (needed to create a private vhost)"
     return None
+
+
+def require(kind: str) -> None:
+    """Skip the calling test when ``kind`` cannot run here; with ``CI`` set, fail it.
+
+    CI must exercise every broker: a missing RabbitMQ, ``rabbitmqctl`` or
+    Redis there is a broken set-up, not a reason to pass.
+    """
+    import pytest
+
+    reason = available(kind)
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so the {kind} deployment must run, but: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @contextlib.contextmanager
@@ -208,7 +260,7 @@ def deployment(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Deployme
     }
     server: EmbeddedRedis | None = None
     vhost: str | None = None
-    machine_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}"
+    machine_url = MACHINE_REDIS_URL
     try:
         if kind == "embedded":
             server = EmbeddedRedis(data_dir).start()
