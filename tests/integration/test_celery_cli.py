@@ -19,13 +19,15 @@ from tracking import CountTracker, KeyValueEQ
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = REPO
+) -> Any:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACKING_")}
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         check=False,
         env={**clean, "PYTHONPATH": str(REPO), "COLUMNS": "120", **(env or {})},
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -39,13 +41,52 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
         yield d
 
 
-def test_demo_runs_with_no_configuration(tmp_path: Path) -> None:
-    result = _cli("demo", "--events", "200", env={"TMPDIR": str(tmp_path)})
+def _user_dirs(tmp_path: Path) -> dict[str, Path]:
+    """Empty stand-ins for a user's working, home, data and temp directories."""
+    dirs = {name: tmp_path / name for name in ("cwd", "home", "tmp")}
+    for path in dirs.values():
+        path.mkdir()
+    return dirs
+
+
+def _user_env(dirs: dict[str, Path]) -> dict[str, str]:
+    home = dirs["home"]
+    return {"HOME": str(home), "XDG_DATA_HOME": str(home / "data"), "TMPDIR": str(dirs["tmp"])}
+
+
+def test_demo_runs_with_no_configuration_and_touches_nothing_else(tmp_path: Path) -> None:
+    # Only its own temp dir: no ./.tracking-data, nothing in the user data dir
+    # (where a second embedded server would have put its files), no leftovers.
+    dirs = _user_dirs(tmp_path)
+    result = _cli("demo", "--events", "200", env=_user_env(dirs), cwd=dirs["cwd"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Trackers after the stream" in result.stdout
     assert "earned the logins badge" in result.stdout
     assert "(no duplicates)" in result.stdout
-    assert not list(tmp_path.glob("tracking-demo-*")), "the demo left its data directory"
+    for name, path in dirs.items():
+        assert list(path.iterdir()) == [], f"the demo left files in {name}"
+
+
+def test_show_from_another_folder_reads_the_same_data(tmp_path: Path) -> None:
+    # No TRACKING_DATA_DIR: the default is the user's data directory, found
+    # from any working directory; show names the Redis and store it read.
+    dirs = _user_dirs(tmp_path)
+    env = _user_env(dirs)
+    spec = {
+        "type": "CountTracker",
+        "name": "logins",
+        "conditions": [{"type": "KeyValueEQ", "key": "kind", "value": "login"}],
+        "target": 3,
+    }
+    added = _cli("add", "u1", json.dumps(spec), env=env, cwd=dirs["cwd"])
+    assert added.returncode == 0, added.stdout + added.stderr
+    shown = _cli("show", "u1", env=env, cwd=dirs["tmp"])
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "u1: 1 tracker(s)" in shown.stdout
+    data_dir = dirs["home"] / "data" / "celery-tracking"
+    assert f"(embedded, data dir {data_dir})" in shown.stdout
+    assert f"store file://{data_dir / 'store'}" in shown.stdout
+    assert list(dirs["cwd"].iterdir()) == []
 
 
 def test_add_show_remove_against_a_deployment(dep: Deployment) -> None:
