@@ -129,6 +129,8 @@ def period_from_spec(spec: object) -> ResetPeriod:
     unknown = set(spec) - {"every", "at", "timezone", "weekday", "day", "reset_policy"}
     if unknown:
         raise TrackingValueError(f"unknown reset period fields: {sorted(unknown)}")
+    if "every" not in spec:
+        raise TrackingValueError("a reset period spec needs 'every' ('day', 'week' or 'month')")
     if isinstance(spec.get("weekday"), str):
         name = spec["weekday"].lower()
         if name not in WEEKDAYS:

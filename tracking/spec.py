@@ -150,7 +150,7 @@ def _parse(spec: object, registry: dict[str, Any], what: str) -> tuple[Any, Any,
     if not isinstance(spec, dict):
         raise InvalidSpecError(f"{what} spec must be a JSON object, not {type(spec).__name__}")
     kind = spec.get("type")
-    if kind not in registry:
+    if not isinstance(kind, str) or kind not in registry:  # a list or dict is not hashable
         raise InvalidSpecError(
             f"unknown {what} type {kind!r}; known types: {', '.join(sorted(registry))}"
         )
