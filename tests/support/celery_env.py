@@ -269,7 +269,10 @@ def deployment(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Deployme
             cache_url = machine_url
             values["redis_url"] = machine_url
             values["broker_url"] = machine_url
-            values["broker_transport_options"] = {"global_keyprefix": f"{prefix}:kombu:"}
+            values["broker_transport_options"] = {
+                **values.get("broker_transport_options", {}),
+                "global_keyprefix": f"{prefix}:kombu:",
+            }
         elif kind == "rabbitmq":
             vhost = f"trk-test-{prefix}"
             _rabbitmqctl("add_vhost", vhost)
