@@ -232,8 +232,10 @@ class TrackingManager:
     ) -> TrackResult:
         """Apply one event to the group's trackers.
 
-        Returns ``(ok, dirtied, completed, limited)``: ``ok`` is False only
-        when the group could not be loaded from the store; the lists hold
+        Returns ``(ok, dirtied, completed, limited)``: ``ok`` is True (kept
+        for dictrack's shape: an event that could not be applied raises
+        instead, ``StoreError`` when the group is not cached and the store
+        cannot be read, so a task never acknowledges it); the lists hold
         trackers (after the event) whose state changed, that completed all
         their stages, and that refused the event or became limited by it.
         ``event_id`` makes the effect exactly-once: the same id applied again
@@ -251,11 +253,9 @@ class TrackingManager:
         def request(defs: list[TrackerDefinition], now: float) -> _Request:
             return _steps(defs, data), track_id, period_bounds(defs, now)
 
-        try:
-            applied = self._apply_current(group_id, request, cold_load=True)
-        except StoreError:
-            logger.exception("could not load group %r from the store", group_id)
-            return TrackResult(False, [], [], [], event_id=event_id)
+        # A cold group whose store read fails raises StoreError (a BackendError):
+        # the caller must not acknowledge an event that was not applied.
+        applied = self._apply_current(group_id, request, cold_load=True)
         assert applied is not None  # a cold load always ends in an apply
         outcome, _, defs = applied
         definitions = {d.name: d for d in defs}
@@ -279,7 +279,9 @@ class TrackingManager:
         batch goes to the cache together: with Redis, one round trip for the
         batch instead of one per event. A bad event does not stop the others:
         its slot in the returned list holds the typed error instead of a
-        :class:`TrackResult`.
+        :class:`TrackResult`. A backend error (Redis, or the store while
+        loading a cold group) raises for the whole batch: retrying it is safe,
+        the events already applied are recognised by their ids.
         """
         results: list[TrackResult | TrackingError | None] = [None] * len(events)
         requests: list[ApplyRequest] = []

@@ -399,13 +399,28 @@ def test_cold_load_installs_and_counts(clock: FakeClock) -> None:
     assert ok and [t.progress for t in dirtied] == [1]
 
 
-def test_store_outage_on_cold_load_returns_not_ok(clock: FakeClock) -> None:
-    class DownStore(MemoryDataStore):
-        def load_group(self, group_id: str, now: float | None = None) -> list[Any]:
-            raise StoreError("store is down")
+def test_store_outage_on_cold_load_raises_and_applies_nothing(clock: FakeClock) -> None:
+    store = MemoryDataStore()
+    TrackingManager(MemoryDataCache(clock=clock), store).add_tracker("g", CountTracker("t", [], 9))
+    down = True
 
-    manager = TrackingManager(MemoryDataCache(clock=clock), DownStore())
-    assert manager.track("g", {}) == (False, [], [], [])
+    class FlakyStore(MemoryDataStore):
+        def load_group(self, group_id: str, now: float | None = None) -> list[Any]:
+            if down:
+                raise StoreError("store is down")
+            return store.load_group(group_id, now)
+
+    cache = MemoryDataCache(clock=clock)
+    manager = TrackingManager(cache, FlakyStore())
+    # Not acknowledged: the caller (the task) retries instead of losing the event.
+    with pytest.raises(StoreError, match="store is down"):
+        manager.track("g", {}, "e1")
+    with pytest.raises(StoreError, match="store is down"):
+        manager.track_many([("g", {}, "e2")])
+    assert cache.get_group("g") is None
+    down = False
+    assert manager.track("g", {}, "e1").ok and manager.track_many([("g", {}, "e2")])
+    assert [t.progress for t in manager.get_trackers("g")] == [2]
 
 
 def test_periodic_tracker_rolls_over_in_the_cache(clock: FakeClock) -> None:
