@@ -185,3 +185,11 @@ def test_paths_and_links_in_the_guide_exist() -> None:
     missing = sorted(p for p in cited if not (REPO / p).exists())
     missing += sorted(p for p in links if p and not (GUIDE.parent / p).exists())
     assert not missing, f"docs/deploy.md cites paths that do not exist: {missing}"
+
+
+def test_the_mongo_index_commands_match_the_store() -> None:
+    from tracking.store.mongo import TTL_INDEX_NAME, UNIQUE_INDEX_NAME
+
+    text = _text(GUIDE)
+    assert f'{{group_id: 1, name: 1}}, {{unique: true, name: "{UNIQUE_INDEX_NAME}"}}' in text
+    assert f'{{expire_at: 1}}, {{expireAfterSeconds: 0, name: "{TTL_INDEX_NAME}"}}' in text
