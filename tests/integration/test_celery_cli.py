@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from celery_app import configure, runtime
-from tests.support.celery_env import REPO, Deployment, deployment, wait_until
+from tests.support.celery_env import Deployment, deployment, wait_until
+from tests.support.cli_run import run_cli
 from tracking import CountTracker, KeyValueEQ
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def _cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = REPO
-) -> Any:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACKING_")}
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        check=False,
-        env={**clean, "PYTHONPATH": str(REPO), "COLUMNS": "120", **(env or {})},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+_cli = run_cli
 
 
 @pytest.fixture
@@ -101,7 +86,7 @@ def test_add_show_remove_against_a_deployment(dep: Deployment) -> None:
     shown = _cli("show", "u1", "--json", env=dep.env)
     assert json.loads(shown.stdout)[0]["name"] == "logins"
     bad = _cli("add", "u1", '{"type": "Nope"}', env=dep.env)
-    assert bad.returncode == 2 and "Nope" in bad.stderr
+    assert bad.returncode == 4 and "Nope" in bad.stderr
     removed = _cli("remove", "u1", "logins", env=dep.env)
     assert "removed logins" in removed.stdout
     assert json.loads(_cli("show", "u1", "--json", env=dep.env).stdout) == []
@@ -116,14 +101,18 @@ def test_replay_is_resumable_and_counts_once(dep: Deployment, tmp_path: Path) ->
     log.write_text("\n".join([*lines, "not json"]) + "\n")
 
     dry = _cli("replay", str(log), "--dry-run", env=dep.env)
-    assert dry.returncode == 1 and "45 valid" in dry.stdout and "1 invalid" in dry.stdout
+    assert dry.returncode == 1 and "45 valid, 1 invalid" in dry.stdout
     assert not Path(f"{log}.progress").exists()
 
     dep.start_worker()
     first = _cli("replay", str(log), "--batch", "10", env=dep.env)
-    assert "45 sent" in first.stdout, first.stdout + first.stderr
+    assert "45 sent, 0 already sent, 1 invalid" in first.stdout, first.stdout + first.stderr
     again = _cli("replay", str(log), "--batch", "10", env=dep.env)
-    assert "0 sent, 46 already done" in again.stdout, again.stdout  # lines, the bad one too
+    assert "0 sent, 45 already sent, 1 invalid" in again.stdout, again.stdout
+    # The bad line is reported the same way, with the same exit code, on every run.
+    assert first.returncode == again.returncode == dry.returncode == 1
+    assert first.stderr.strip().splitlines()[-1] == again.stderr.strip().splitlines()[-1]
+    assert again.stderr.strip().splitlines()[-1].startswith("invalid line 46: not JSON")
     # A rerun with other batch boundaries re-sends, and the event ids dedupe it.
     regrouped = _cli("replay", str(log), "--batch", "7", env=dep.env)
     assert "45 sent" in regrouped.stdout
