@@ -39,6 +39,7 @@ from tracking.trackers import BaseTracker
 
 if TYPE_CHECKING:
     import redis
+    from redis.cluster import RedisCluster
 
     from tracking.manager import TrackingManager
 
@@ -152,7 +153,7 @@ def drain(
     manager: TrackingManager,
     publish: Publisher,
     *,
-    lock_client: redis.Redis | None = None,
+    lock_client: redis.Redis | RedisCluster | None = None,
     lock_name: str = "",
     batch: int = DEFAULT_BATCH,
     max_entries: int = DEFAULT_MAX_ENTRIES,

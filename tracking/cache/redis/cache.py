@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from tracking._validate import canonical_json
@@ -27,6 +28,7 @@ from tracking.cache.base import (
     PeriodBounds,
     TrackStep,
 )
+from tracking.cache.redis.client import client_from_url
 from tracking.cache.redis.codec import (
     F_DIRTY,
     _decode_hash,
@@ -71,7 +73,10 @@ class RedisDataCache(IndexedGroups, DataCache):
     """A :class:`DataCache` in Redis, shared by every process that uses the same prefix.
 
     ``url_or_client``: a redis-py URL (``redis://``, ``rediss://``,
-    ``unix://``) or a ``redis.Redis`` client (not closed by :meth:`close`).
+    ``unix://``), a Redis Cluster URL (``redis+cluster://host:port[,...]``,
+    ``rediss+cluster://``; see :mod:`tracking.cache.redis.client`), or a
+    ``redis.Redis`` / ``redis.cluster.RedisCluster`` client (not closed by
+    :meth:`close`).
     ``key_prefix`` separates products or tests sharing one server.
     ``dedupe_window`` (seconds) and ``dedupe_max_entries`` (per group)
     bound the memory spent on remembering event ids. ``index_shards`` is
@@ -82,7 +87,7 @@ class RedisDataCache(IndexedGroups, DataCache):
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | redis.Redis | RedisCluster,
         key_prefix: str = "trk",
         *,
         dedupe_window: float = 86400,
@@ -102,15 +107,17 @@ class RedisDataCache(IndexedGroups, DataCache):
             raise TrackingValueError("index_shards must be >= 1")
         if expiry_grace < 0:
             raise TrackingValueError("expiry_grace must be >= 0 seconds")
+        client: redis.Redis | RedisCluster
         if isinstance(url_or_client, str):
-            self._client = redis.Redis.from_url(url_or_client)
+            client = client_from_url(url_or_client)
             self._owns_client = True
-        elif isinstance(url_or_client, redis.Redis):
-            self._client = url_or_client
+        elif isinstance(url_or_client, redis.Redis | RedisCluster):
+            client = url_or_client
             self._owns_client = False
         else:
             raise TrackingValueError(
-                f"url_or_client must be a URL or a redis.Redis, not {type(url_or_client).__name__}"
+                "url_or_client must be a URL, a redis.Redis or a RedisCluster, "
+                f"not {type(url_or_client).__name__}"
             )
         self.key_prefix = key_prefix
         self.dedupe_window = float(dedupe_window)
@@ -120,7 +127,7 @@ class RedisDataCache(IndexedGroups, DataCache):
         self._window_arg = enc_number(self.dedupe_window)
         self._max_arg = str(self.dedupe_max_entries)
         self._grace_arg = enc_number(self.expiry_grace)
-        self._init_scripts()
+        self._init_scripts(client)
         self._definitions: OrderedDict[str, TrackerDefinition] = OrderedDict()
         self._compiled: OrderedDict[int, _Compiled] = OrderedDict()
         self._keys: dict[str, list[str]] = {}
@@ -175,8 +182,12 @@ class RedisDataCache(IndexedGroups, DataCache):
             else:
                 found[content_hash] = definition
         if missing:
-            with self._errors():
-                raw = self._client.mget([self._def_key(h) for h in missing])
+            keys = [self._def_key(h) for h in missing]
+            if self._router is not None:  # one GET per key: they live in many slots
+                raw = self._execute([("GET", key) for key in keys])
+            else:
+                with self._errors():
+                    raw = self._server().mget(keys)
             for content_hash, spec_json in zip(missing, raw, strict=True):
                 if spec_json is None:
                     raise CacheError(
@@ -267,15 +278,16 @@ class RedisDataCache(IndexedGroups, DataCache):
     # -- cold load -----------------------------------------------------------
 
     def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
-        """One pipeline: SET NX each definition, install-if-absent script, then the
-        expiry and periodic index entries (no work entry: the group is clean)."""
-        args, commands = self._tracker_args(trackers)
-        script_at = len(commands)
-        commands.append(
-            ("script", "install", self._script_keys(group_id), [self._grace_arg, *args])
+        """SET NX each definition, then the install-if-absent script, then the expiry and
+        periodic index entries (no work entry: the group is clean). One pipeline on one
+        server; on a cluster each step after the previous one's replies (a reader must
+        never see a definition hash before its definition, see ``indexes``)."""
+        args, defs = self._tracker_args(trackers)
+        script = ("script", "install", self._script_keys(group_id), [self._grace_arg, *args])
+        results = self._execute_phases(
+            defs, [script], self._tracker_index_commands(group_id, trackers)
         )
-        commands += self._tracker_index_commands(group_id, trackers)
-        return int(self._execute(commands)[script_at]) == 1
+        return int(results[len(defs)]) == 1
 
     # -- hot path ------------------------------------------------------------
 
@@ -290,14 +302,20 @@ class RedisDataCache(IndexedGroups, DataCache):
     ) -> ApplyOutcome:
         """One round trip: the script, then ``ZADD NX`` of the work index entry.
 
-        The index write is unconditional (cheaper than a reply field and a
+        On one server the index write is unconditional (cheaper than a
         branch; the sweepers drop entries of clean groups) and follows the
-        script so that a sweeper's remove-then-recheck never loses it.
+        script in the same write. On a cluster the script runs on its node
+        alone and the entry is written after its reply, only when the reply
+        asks for it (see :mod:`tracking.cache.redis.indexes`).
         """
         args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
-        reply = self._hot_script(
-            "apply", self._script_keys(group_id), args, self._work_command(group_id)
-        )
+        keys = self._script_keys(group_id)
+        if self._router is None:
+            reply = self._hot_script("apply", keys, args, self._work_command(group_id))
+        else:
+            reply = self._routed([("script", "apply", keys, args)])[0]
+            if _wants_index(reply):
+                self._execute([self._work_command(group_id)])
         return _parse_outcome(reply)
 
     def apply_many(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
@@ -307,7 +325,11 @@ class RedisDataCache(IndexedGroups, DataCache):
         script the server lacks (NOSCRIPT, a restart) is rerun alone after
         loading the scripts: the failed call did nothing, and the others
         must not run twice (they would then count as duplicates).
+        On a cluster: the scripts in one round trip to their nodes, then
+        the work index entries the replies ask for.
         """
+        if self._router is not None:
+            return self._apply_many_routed(requests)
         calls = [
             (
                 self._script_keys(r.group_id),
@@ -320,7 +342,7 @@ class RedisDataCache(IndexedGroups, DataCache):
         pending = list(range(len(calls)))
         with self._errors():
             for attempt in range(3):
-                pipe = self._client.pipeline(transaction=False)
+                pipe = self._server().pipeline(transaction=False)
                 for i in pending:
                     keys, args, work = calls[i]
                     pipe.execute_command(*self._invocation("apply", keys, args))  # type: ignore[no-untyped-call]
@@ -343,6 +365,26 @@ class RedisDataCache(IndexedGroups, DataCache):
                     raise failed[0][1]
                 pending = [i for i, _ in failed]
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _apply_many_routed(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
+        scripts = [
+            (
+                "script",
+                "apply",
+                self._script_keys(r.group_id),
+                self._apply_args(r.group_id, r.version, r.steps, r.event_id, None, r.periods),
+            )
+            for r in requests
+        ]
+        replies = self._routed(scripts)
+        work = [
+            self._work_command(r.group_id)
+            for r, reply in zip(requests, replies, strict=True)
+            if _wants_index(reply)
+        ]
+        if work:
+            self._execute(work)
+        return [_parse_outcome(reply) for reply in replies]
 
     def _apply_args(
         self,
@@ -403,19 +445,15 @@ class RedisDataCache(IndexedGroups, DataCache):
         source_id: str,
         replace: bool = False,
     ) -> tuple[int, list[Fired]]:
-        args, commands = self._tracker_args(trackers)
-        script_at = len(commands)
-        commands.append(
-            (
-                "script",
-                "put",
-                self._script_keys(group_id),
-                [source_id, group_id, "1" if replace else "0", self._grace_arg, *args],
-            )
+        args, defs = self._tracker_args(trackers)
+        script = (
+            "script",
+            "put",
+            self._script_keys(group_id),
+            [source_id, group_id, "1" if replace else "0", self._grace_arg, *args],
         )
-        commands.append(self._work_command(group_id))
-        commands += self._tracker_index_commands(group_id, trackers)
-        reply = self._execute(commands)[script_at]
+        after = [self._work_command(group_id), *self._tracker_index_commands(group_id, trackers)]
+        reply = self._execute_phases(defs, [script], after)[len(defs)]
         if _s(reply[0]) == "conflict":
             raise ConflictingNameError(group_id, _s(reply[1]))
         fired = []
@@ -431,7 +469,7 @@ class RedisDataCache(IndexedGroups, DataCache):
         args = [source_id, group_id, "1" if names is None else "0", self._grace_arg]
         args += list(names or [])
         script = ("script", "remove", self._script_keys(group_id), args)
-        text = _s(self._execute([script, self._work_command(group_id)])[0])
+        text = _s(self._execute_phases([script], [self._work_command(group_id)])[0])
         return [
             (cached, Fired(EVENT_TRACKER_REMOVED, cached.definition.name, s.stage, s.progress))
             for cached, s in self._parse_taken(text)
@@ -453,9 +491,8 @@ class RedisDataCache(IndexedGroups, DataCache):
                 definition = by_name.get(name)
                 if definition is not None:
                     args += [name, self._compile(definition).rules]
-            reply = self._execute([("script", "reset", keys, args), self._work_command(group_id)])[
-                0
-            ]
+            script = ("script", "reset", keys, args)
+            reply = self._execute_phases([script], [self._work_command(group_id)])[0]
             kind = _s(reply[0])
             if kind == "missing":
                 return []
@@ -492,7 +529,7 @@ class RedisDataCache(IndexedGroups, DataCache):
                 break
             args = [source_id, group_id, now_arg, str(limit - len(found)), self._grace_arg]
             script = ("script", "expire", self._script_keys(group_id), args)
-            reply = self._execute([script, self._work_command(group_id)])[0]
+            reply = self._execute_phases([script], [self._work_command(group_id)])[0]
             next_at = _s(reply[1])
             taken = self._parse_taken(_s(reply[2]))
             key = self._expiry_key(self._shard(group_id))
@@ -553,3 +590,8 @@ class RedisDataCache(IndexedGroups, DataCache):
         if self._owns_client:
             with self._errors():
                 self._client.close()
+
+
+def _wants_index(reply: Any) -> bool:
+    """Whether an apply reply asks for the group's work index entry (see ``lua/apply.lua``)."""
+    return len(reply) > 8 and _s(reply[8]) == "1"

@@ -1,15 +1,58 @@
-"""The Redis cache's cross-group indexes and their sweepers.
+"""The Redis cache's cross-group indexes and their sweepers, correct on a cluster too.
 
 ``P:w:<n>`` / ``P:e:<n>`` / ``P:p:<n>`` (``index_shards`` of each) are
 sorted sets of group ids: ``w`` groups that may be dirty or have pending
 outbox entries (score: first touch), ``e`` groups with expiring trackers
 (score: earliest expire_at), ``p`` groups holding a periodic tracker
 (score 0, ordered by name for paging). A shard is chosen by CRC-32 of the
-group id. They live outside the group's slot, so no script touches them:
-the client writes them in the same pipeline as the script call, *after*
-it. Entries that go stale are pruned by the sweepers with a
-remove-then-recheck step; :meth:`IndexedGroups.repair_indexes` rebuilds
-all three from the groups' keys (see :mod:`tracking.cache.redis`).
+group id. They live outside the group's slot (on a cluster: on other
+nodes, in general), so no script touches them: the client writes them.
+All index writes are idempotent additions (``ZADD NX`` / ``LT``); entries
+that go stale (remove, expire, evict, a group TTL) are pruned by the
+sweepers. A lost index write delays work, never loses it: beat runs
+:meth:`IndexedGroups.repair_indexes` (every primary's keys) periodically.
+
+**The one ordering rule.** "B after A" below means B is sent after A has
+*run*: on one server, later in the same pipeline (a server runs one
+connection's commands in order, and runs them all even if the client dies
+after sending); on a cluster, after A's reply (a cluster pipeline has no
+order between nodes). :meth:`ScriptRunner._execute_phases` does exactly
+that. Scripts are atomic, so each group script is one point in time.
+
+**Claim: a group with work (dirty, or outbox entries) is in the work
+index, or an apply that gave it work has still to write its entry, or a
+process died between a script and its index write (then the entry comes
+back with the group's next apply after ``WIDX_REFRESH`` or the next
+repair).** Writers: every admin script that can give a group work (put,
+remove, reset, expire) is followed by ``ZADD NX`` of the entry, always.
+``apply`` records in the meta hash (``F_WIDX``, atomically with the
+change) that it asked for the entry, and asks (reply field) only when no
+request is recorded or the last one is older than ``WIDX_REFRESH``; the
+client then writes the entry after the script (one server: always, in the
+same write; cluster: after the reply, so a hot group costs one round trip
+and only a group that just got work costs a second one). The sweeper that
+drops the entry of a group that looked clean does, in order: (1) ``ZREM``
+the entry; (2) after it, the ``settle`` script on the group, which
+atomically either finds work (then (3) the sweeper writes the entry back)
+or deletes ``F_WIDX``. Take any write W that gives the group work (an
+admin script, or an apply) and the settle script S of a concurrent sweep:
+
+- W runs before S: S sees the work and the entry is written back in (3),
+  after the ``ZREM`` of (1).
+- W runs after S: S ran after (1), so W's own index write, which follows
+  W, lands after the ``ZREM``. For an admin script that write always
+  happens. For an apply it happens when the apply asked; it asked unless
+  a request was recorded after S deleted it, i.e. by an earlier apply A
+  after S, whose entry write likewise follows the ``ZREM``.
+
+The expiry and periodic indexes follow the same rule with their own
+re-checks: install/put write ``e`` / ``p`` entries after the script, and
+:meth:`IndexedGroups._drop_expiry_entries` / ``_drop_periodic_entries``
+``ZREM``, then re-read the group's meta hash, then re-add: a put running
+before the re-read is seen by it; one running after writes its entry
+after the ``ZREM``. Definitions (``P:def:<hash>``) are written before the
+script that refers to them, so a reader never finds a hash without its
+definition.
 """
 
 from __future__ import annotations
@@ -125,15 +168,13 @@ class IndexedGroups(ScriptRunner):
     def _drop_periodic_entries(self, group_ids: Sequence[str]) -> None:
         """Remove periodic index entries, then re-add any group that became periodic meanwhile.
 
-        ZREM and the recheck go in one pipeline, the recheck after the
-        removal: a put's index write follows its script, so either the
-        recheck sees the put or its write lands after our removal.
+        The recheck follows the removal (see the module docstring): a put's
+        index write follows its script, so either the recheck sees the put
+        or its write lands after our removal.
         """
-        commands: list[tuple[Any, ...]] = [
-            ("ZREM", self._periodic_key(self._shard(g)), g) for g in group_ids
-        ]
-        commands += [("HEXISTS", self._group_keys(g)[1], F_PERIODIC) for g in group_ids]
-        present = self._execute(commands)[len(group_ids) :]
+        removals = [("ZREM", self._periodic_key(self._shard(g)), g) for g in group_ids]
+        rechecks = [("HEXISTS", self._group_keys(g)[1], F_PERIODIC) for g in group_ids]
+        present = self._execute_phases(removals, rechecks)[len(group_ids) :]
         readd = [self._periodic_command(g) for g, ok in zip(group_ids, present, strict=True) if ok]
         if readd:
             self._execute(readd)
@@ -179,17 +220,17 @@ class IndexedGroups(ScriptRunner):
     def _drop_work_entries(self, group_ids: Sequence[str]) -> None:
         """Remove work index entries of clean groups, then re-add any that got work meanwhile.
 
-        A writer's index write comes after its script in the same pipeline, so
-        either the re-check sees its change or its write lands after our removal.
+        ``ZREM``, then the ``settle`` script per group, then the entries of the
+        groups that have work again (the proof is in the module docstring).
         """
         if not group_ids:
             return
-        self._execute([("ZREM", self._work_key(self._shard(g)), g) for g in group_ids])
-        readd = [
-            self._work_command(view.group_id)
-            for view in self._views(group_ids)
-            if view.dirty or view.outbox
+        removals = [("ZREM", self._work_key(self._shard(g)), g) for g in group_ids]
+        settles: list[tuple[Any, ...]] = [
+            ("script", "settle", self._group_keys(g), []) for g in group_ids
         ]
+        busy = self._execute_phases(removals, settles)[len(group_ids) :]
+        readd = [self._work_command(g) for g, b in zip(group_ids, busy, strict=True) if int(b)]
         if readd:
             self._execute(readd)
 

@@ -26,10 +26,16 @@ from importlib import resources
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
+from tracking.cache.redis.cluster import ClusterRouter
 from tracking.cache.redis.codec import _s
 from tracking.errors import CacheError
+
+#: A command for :meth:`ScriptRunner._execute`: ``("script", name, keys, args)`` or
+#: a Redis command whose key follows its name.
+Command = tuple[Any, ...]
 
 _SCRIPT_NAMES = (
     "apply",
@@ -40,6 +46,7 @@ _SCRIPT_NAMES = (
     "expire",
     "clear_dirty",
     "evict",
+    "settle",
 )
 
 
@@ -75,12 +82,19 @@ def _function_library(library: str, lib: str, bodies: dict[str, str]) -> str:
 
 
 class ScriptRunner:
-    """The script and connection plumbing :class:`RedisDataCache` is built on."""
+    """The script and connection plumbing :class:`RedisDataCache` is built on.
 
-    _client: redis.Redis
+    On one server (``redis.Redis``) commands go in redis-py pipelines and the
+    hot path on a raw connection; on a cluster (``RedisCluster``) everything
+    goes through a :class:`~tracking.cache.redis.cluster.ClusterRouter`.
+    """
 
-    def _init_scripts(self) -> None:
+    _client: redis.Redis | RedisCluster
+
+    def _init_scripts(self, client: redis.Redis | RedisCluster) -> None:
         """Load the sources and prepare the per-thread hot connections."""
+        self._client = client
+        self._router = ClusterRouter(client) if isinstance(client, RedisCluster) else None
         self._set_sources(*_load_sources())
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -95,12 +109,21 @@ class ScriptRunner:
         for conn in raw:
             conn.disconnect()
         self._local = threading.local()
+        if self._router is not None:
+            self._router.close()
+
+    def _server(self) -> redis.Redis:
+        """The one-server client (only called on paths that are not the cluster's)."""
+        client = self._client
+        assert isinstance(client, redis.Redis)
+        return client
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        """Every redis-py error as :class:`CacheError` (cluster ones are not all RedisErrors)."""
         try:
             yield
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise CacheError(f"Redis cache error: {exc}") from exc
 
     def _set_sources(self, lib: str, bodies: dict[str, str]) -> None:
@@ -121,14 +144,16 @@ class ScriptRunner:
             return ["FCALL", f"{self._library}_{name}", len(keys), *keys, *args]
         return ["EVALSHA", self._shas[name], len(keys), *keys, *args]
 
-    def _recoverable(self, error: object) -> bool:
+    def _recoverable(self, error: object, node: ClusterNode | None = None) -> bool:
         """Whether ``error`` means the server lacks our scripts; if so, provide them.
 
         A server restarted or failed over without them answers NOSCRIPT or
         "Function not found"; a server without Redis Functions answers
         "unknown command" to FCALL (and an ACL may refuse it: NOPERM), after
         which this cache uses EVALSHA. The failed command did nothing, so
-        the caller runs it again.
+        the caller runs it again. On a cluster each primary has its own
+        scripts: they are loaded on every primary and on ``node``, the one
+        that answered (a replica promoted since the last load, say).
         """
         if not isinstance(error, ResponseError):
             return False
@@ -142,15 +167,23 @@ class ScriptRunner:
             self._functions = False
         elif not (isinstance(error, NoScriptError) or "Function not found" in text):
             return False
-        self._load_scripts()
+        if self._router is None:
+            self._load_scripts(self._server())
+        else:
+            with self._errors():
+                nodes = {n.name: n for n in self._router.primaries()}
+            if node is not None:
+                nodes[node.name] = node
+            for each in nodes.values():
+                self._load_scripts(each.redis_connection)
         return True
 
-    def _load_scripts(self) -> None:
-        """Load the library (or, without Redis Functions, every script)."""
+    def _load_scripts(self, client: redis.Redis) -> None:
+        """Load the library (or, without Redis Functions, every script) on one server."""
         with self._errors():
             if self._functions:
                 try:
-                    self._client.execute_command(  # type: ignore[no-untyped-call]
+                    client.execute_command(  # type: ignore[no-untyped-call]
                         "FUNCTION", "LOAD", self._library_source
                     )
                     return
@@ -160,9 +193,45 @@ class ScriptRunner:
                     # no Redis Functions (< 7.0), or not allowed to load them: EVALSHA
                     self._functions = False
             for name, source in self._sources.items():
-                sha = self._client.script_load(source)
+                sha = client.script_load(source)
                 if _s(sha) != self._shas[name]:
                     raise CacheError(f"Redis returned an unexpected SHA for script {name}")
+
+    def _routed(self, commands: Sequence[Command], *, transaction: bool = False) -> list[Any]:
+        """Run commands on a cluster, each on its key's node; raise the first error reply.
+
+        One round trip per call (the nodes are written, then read); no order
+        between nodes (see :mod:`tracking.cache.redis.cluster`).
+        """
+        assert self._router is not None
+        pairs: list[tuple[Any, Sequence[Any]]] = []
+        for command in commands:
+            if command[0] == "script":
+                _, name, keys, args = command
+                pairs.append((keys[0], self._invocation(name, keys, args)))
+            else:
+                pairs.append((command[1], command))
+        with self._errors():
+            results = self._router.run(pairs, self._recoverable, transaction=transaction)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+        return results
+
+    def _execute_phases(self, *phases: Sequence[Command]) -> list[Any]:
+        """Each phase's commands after the previous phase's; the results of all, in order.
+
+        On one server that is one pipeline (a server runs a connection's
+        commands in order); on a cluster each phase is sent after the
+        previous one's replies, one round trip per non-empty phase.
+        """
+        if self._router is None:
+            return self._execute([c for phase in phases for c in phase])
+        results: list[Any] = []
+        for phase in phases:
+            if phase:
+                results += self._routed(phase)
+        return results
 
     def _execute(
         self, commands: Sequence[tuple[Any, ...]], *, transaction: bool = False
@@ -170,10 +239,13 @@ class ScriptRunner:
         """Run commands in one pipeline (one round trip); ``("script", name, keys, args)``
         runs one of our scripts. If the server lacks them, provide them and run it all
         again (safe: the failed script did nothing and the other commands are idempotent).
+        On a cluster: :meth:`_routed` (no order between nodes).
         """
+        if self._router is not None:
+            return self._routed(commands, transaction=transaction)
         with self._errors():
             for attempt in range(3):
-                pipe = self._client.pipeline(transaction=transaction)
+                pipe = self._server().pipeline(transaction=transaction)
                 for command in commands:
                     if command[0] == "script":
                         _, name, keys, args = command
@@ -205,7 +277,7 @@ class ScriptRunner:
         local = self._local
         conn: Any = getattr(local, "conn", None)
         if conn is None or local.pid != os.getpid():
-            pool = self._client.connection_pool
+            pool = self._server().connection_pool
             conn = pool.connection_class(**pool.connection_kwargs)
             local.conn, local.pid = conn, os.getpid()
             with self._lock:
@@ -237,10 +309,12 @@ class ScriptRunner:
 
     def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script as a single command (no pipeline object)."""
+        if self._router is not None:
+            return self._routed([("script", name, keys, args)])[0]
         with self._errors():
             for attempt in range(3):
                 try:
-                    return self._client.execute_command(*self._invocation(name, keys, args))  # type: ignore[no-untyped-call]
+                    return self._server().execute_command(*self._invocation(name, keys, args))  # type: ignore[no-untyped-call]
                 except ResponseError as exc:
                     if attempt == 2 or not self._recoverable(exc):
                         raise

@@ -1,0 +1,211 @@
+"""A throwaway local Redis Cluster: six ``redis-server --cluster-enabled yes`` processes.
+
+Three primaries with one replica each, on free loopback ports, in a temporary
+directory; ``cluster-node-timeout`` is short so that a killed primary's
+replica takes over within a few seconds. :class:`LocalCluster` starts it,
+waits until every node reports ``cluster_state:ok`` and agrees on the
+slots, and stops every process it started by its PID (never by name).
+
+Used by the pytest fixture in :mod:`tests.support.redis_fixtures` and by
+``bench/cluster_bench.py``. Needs ``redis-server`` and ``redis-cli``
+(Debian's ``redis-server`` / ``redis-tools`` packages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+NODES = 6
+NODE_TIMEOUT_MS = 1500
+
+
+class ClusterUnavailable(RuntimeError):
+    """redis-server / redis-cli are missing or the cluster did not form."""
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1, whose cluster bus port (+10000) is free too."""
+    ports: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port + 10000 > 65535:
+                sock.close()
+                continue
+            bus = socket.socket()
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                sock.close()
+                continue
+            finally:
+                bus.close()
+            held.append(sock)
+            ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
+@dataclass
+class LocalCluster:
+    """A running local cluster; :meth:`start` it, :meth:`stop` it (idempotent)."""
+
+    ports: list[int] = field(default_factory=list)
+    directory: Path | None = None
+    pids: dict[int, int] = field(default_factory=dict)
+    _procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The product's cluster URL (every node as a seed)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def node(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True)
+
+    def start(self, *, timeout: float = 60.0) -> LocalCluster:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            raise ClusterUnavailable(
+                "redis-server and redis-cli are needed for the Redis Cluster tests "
+                "(Debian: apt-get install redis-server redis-tools)"
+            )
+        self.directory = Path(tempfile.mkdtemp(prefix="trk-cluster-"))
+        try:
+            self._start(server, cli, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, server: str, cli: str, timeout: float) -> None:
+        assert self.directory is not None
+        self.ports = _free_ports(NODES)
+        for port in self.ports:
+            self._spawn(server, port)
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            self._wait_ping(port, deadline)
+        create = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=max(deadline - time.monotonic(), 5),
+            check=False,
+        )
+        if create.returncode != 0:
+            raise ClusterUnavailable(f"redis-cli --cluster create failed: {create.stdout[-2000:]}")
+        self.wait_ok(deadline - time.monotonic())
+
+    def _spawn(self, server: str, port: int) -> None:
+        assert self.directory is not None
+        node_dir = self.directory / str(port)
+        node_dir.mkdir()
+        log = open(node_dir / "redis.log", "wb")  # noqa: SIM115 - closed right after the fork
+        try:
+            proc = subprocess.Popen(
+                [
+                    server,
+                    *("--port", str(port), "--bind", "127.0.0.1"),
+                    *("--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
+                    *("--cluster-config-file", str(node_dir / "nodes.conf")),
+                    *("--dir", str(node_dir), "--save", "", "--appendonly", "no"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.pids[port] = proc.pid
+        self._procs[port] = proc
+
+    def _wait_ping(self, port: int, deadline: float) -> None:
+        while True:
+            try:
+                if self.node(port).ping():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable(f"redis-server on port {port} did not start")
+            time.sleep(0.05)
+
+    def wait_ok(self, timeout: float = 60.0, ports: list[int] | None = None) -> None:
+        """Until every (live) node says ``cluster_state:ok`` and all agree on the slots."""
+        deadline = time.monotonic() + timeout
+        live = ports if ports is not None else [p for p in self.ports if p in self.pids]
+        while True:
+            try:
+                states = [self.node(p).cluster("info")["cluster_state"] for p in live]
+                layouts = {str(sorted(map(str, self.node(p).cluster("slots")))) for p in live}
+                if all(s == "ok" for s in states) and len(layouts) == 1:
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable("the local cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def primaries(self) -> dict[int, list[tuple[int, int]]]:
+        """Port of each live primary -> its slot ranges (as one live node sees it)."""
+        live = next(p for p in self.ports if p in self.pids)
+        found: dict[int, list[tuple[int, int]]] = {}
+        for start, end, primary, *_ in self.node(live).execute_command("CLUSTER", "SLOTS"):
+            found.setdefault(int(primary[1]), []).append((int(start), int(end)))
+        return found
+
+    def replica_of(self, primary_port: int) -> int:
+        """The port of ``primary_port``'s replica."""
+        node_id = self.node(primary_port).execute_command("CLUSTER", "MYID")
+        for line in self.node(primary_port).execute_command("CLUSTER", "NODES").splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[3] == node_id:
+                return int(parts[1].split("@")[0].rsplit(":", 1)[1])
+        raise ClusterUnavailable(f"no replica of {primary_port}")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (a crash: no shutdown, no save)."""
+        pid = self.pids.pop(port)
+        os.kill(pid, signal.SIGKILL)
+        self._procs[port].wait(timeout=10)
+
+    def stop(self) -> None:
+        for port, pid in list(self.pids.items()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            proc = self._procs.pop(port, None)
+            if proc is not None:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.kill(pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+            del self.pids[port]
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
