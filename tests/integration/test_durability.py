@@ -1,7 +1,8 @@
 """Nothing acknowledged is lost: write-behind, write-through, outages, eviction, FLUSHALL.
 
 Each test runs over the in-process cache and over Redis (the machine's
-server and the embedded one), with the file store as the record.
+server, the embedded one and a local Redis Cluster), with the file store
+as the record.
 """
 
 from __future__ import annotations
@@ -43,14 +44,20 @@ class FlakyStore(FileDataStore):
         return super().remove(group_id, names)
 
 
-@pytest.fixture(params=["memory", "server-redis", "embedded-redis"])
+_URL_FIXTURES = {
+    "server-redis": "server_redis_url",
+    "embedded-redis": "embedded_redis_url",
+    "cluster-redis": "cluster_redis_url",
+}
+
+
+@pytest.fixture(params=["memory", *_URL_FIXTURES])
 def cache(request: pytest.FixtureRequest) -> Iterator[DataCache]:
     if request.param == "memory":
         yield MemoryDataCache()
         return
     request.applymarker(pytest.mark.redis)
-    url_fixture = "server_redis_url" if request.param == "server-redis" else "embedded_redis_url"
-    url = request.getfixturevalue(url_fixture)
+    url = request.getfixturevalue(_URL_FIXTURES[request.param])
     prefix = f"t{uuid.uuid4().hex[:8]}"
     redis_cache = RedisDataCache(url, prefix)
     try:
