@@ -70,8 +70,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often beat runs the expiry sweep and reset_due."
     )
-    task_max_retries: int = Field(
-        default=8, ge=0, description="Retries of a task after a backend (Redis/store) error."
+    task_max_retries: int | None = Field(
+        default=None,
+        ge=0,
+        description="Retries of an event or admin task after a backend (Redis/store) error. "
+        "Unset: no limit, so no event is dropped because a backend was down; the backoff "
+        "is capped by retry_backoff_max_seconds.",
     )
     retry_backoff_max_seconds: int = Field(
         default=300, ge=1, description="Cap of the exponential retry backoff (with jitter)."

@@ -20,14 +20,20 @@ from typing import Any
 
 from celery_app import metrics, runtime
 from celery_app.app import app
-from tasks.base import TrackingTask
+from tasks.base import MAINTENANCE_MAX_RETRIES, TrackingTask
 from tasks.events import drain_all, publish_now
 
 #: Groups (or trackers) handled by one run; the rest waits for the next run.
 BATCH_LIMIT = 1000
 
 
-@app.task(base=TrackingTask, bind=True, name="tasks.flush_dirty", ignore_result=True)  # type: ignore[untyped-decorator]
+@app.task(
+    base=TrackingTask,
+    bind=True,
+    name="tasks.flush_dirty",
+    ignore_result=True,
+    max_retries=MAINTENANCE_MAX_RETRIES,
+)  # type: ignore[untyped-decorator]
 def flush_dirty(self: TrackingTask, limit: int = BATCH_LIMIT) -> dict[str, Any]:
     """One write-behind pass over up to ``limit`` dirty groups."""
     start = time.monotonic()
@@ -43,7 +49,13 @@ def flush_dirty(self: TrackingTask, limit: int = BATCH_LIMIT) -> dict[str, Any]:
     }
 
 
-@app.task(base=TrackingTask, bind=True, name="tasks.drain_outbox", ignore_result=True)  # type: ignore[untyped-decorator]
+@app.task(
+    base=TrackingTask,
+    bind=True,
+    name="tasks.drain_outbox",
+    ignore_result=True,
+    max_retries=MAINTENANCE_MAX_RETRIES,
+)  # type: ignore[untyped-decorator]
 def drain_outbox(self: TrackingTask) -> dict[str, Any]:
     """Publish pending outbox entries as ``dispatch_event`` tasks, then acknowledge them.
 
@@ -59,7 +71,13 @@ def drain_outbox(self: TrackingTask) -> dict[str, Any]:
     }
 
 
-@app.task(base=TrackingTask, bind=True, name="tasks.expire_sweep", ignore_result=True)  # type: ignore[untyped-decorator]
+@app.task(
+    base=TrackingTask,
+    bind=True,
+    name="tasks.expire_sweep",
+    ignore_result=True,
+    max_retries=MAINTENANCE_MAX_RETRIES,
+)  # type: ignore[untyped-decorator]
 def expire_sweep(self: TrackingTask, limit: int = BATCH_LIMIT) -> int:
     """Remove expired trackers and publish their EXPIRED events; returns how many."""
     expired = runtime.get_manager().sweep_expired(limit)
@@ -67,7 +85,13 @@ def expire_sweep(self: TrackingTask, limit: int = BATCH_LIMIT) -> int:
     return len(expired)
 
 
-@app.task(base=TrackingTask, bind=True, name="tasks.reset_due", ignore_result=True)  # type: ignore[untyped-decorator]
+@app.task(
+    base=TrackingTask,
+    bind=True,
+    name="tasks.reset_due",
+    ignore_result=True,
+    max_retries=MAINTENANCE_MAX_RETRIES,
+)  # type: ignore[untyped-decorator]
 def reset_due(self: TrackingTask) -> Any:
     """Calendar-period resets that are due: ``manager.reset_due()`` when the engine has it.
 

@@ -265,6 +265,9 @@ def deployment(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Deployme
         if kind == "embedded":
             server = EmbeddedRedis(data_dir).start()
             cache_url = server.url
+            if values.get("redis_url"):  # a cache of the test's own; the broker stays here
+                values.setdefault("broker_url", server.broker_url)
+                cache_url = str(values["redis_url"])
         elif kind == "redis":
             cache_url = machine_url
             values["redis_url"] = machine_url
