@@ -7,6 +7,8 @@
 - ``worker_process_init`` (each pool process, after the fork): drop what
   the child inherited and build its own manager before the first task.
 - ``worker_process_shutdown``: close the manager, retire its gauges.
+- ``worker_init``, ``worker_process_init``, ``beat_init``: demote the
+  housekeeping tasks' per-task log lines to DEBUG (:mod:`celery_app.quietlog`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from celery.signals import (
+    beat_init,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_shutdown,
 )
 
-from celery_app import handlers, metrics, runtime
+from celery_app import handlers, metrics, quietlog, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ _made_dirs: list[Path] = []
 
 
 def _on_worker_init(**_: Any) -> None:
+    quietlog.install()  # pool processes inherit it through the fork
     settings = runtime.settings()
     handlers.load_handlers(settings.event_handlers)
     if settings.metrics_port is not None:
@@ -41,6 +45,7 @@ def _on_worker_init(**_: Any) -> None:
 
 
 def _on_worker_process_init(**_: Any) -> None:
+    quietlog.install()  # inherited from the main process; also for spawned pools
     runtime.reset_after_fork()
     settings = runtime.settings()
     handlers.load_handlers(settings.event_handlers)
@@ -60,7 +65,12 @@ def _on_worker_shutdown(**_: Any) -> None:
         metrics.remove_multiproc_dir(_made_dirs.pop())
 
 
+def _on_beat_init(**_: Any) -> None:
+    quietlog.install()
+
+
 worker_init.connect(_on_worker_init, weak=False)
+beat_init.connect(_on_beat_init, weak=False)
 worker_process_init.connect(_on_worker_process_init, weak=False)
 worker_process_shutdown.connect(_on_worker_process_shutdown, weak=False)
 worker_shutdown.connect(_on_worker_shutdown, weak=False)

@@ -11,12 +11,20 @@ Beat may send a job twice or late; each of these does the work that is due
   trackers are not found again).
 - ``reset_due``: calendar-period resets, by the engine (see
   :func:`reset_due`).
+
+Logging: a run that did something logs one INFO line saying what; an idle
+run logs at DEBUG. Celery's own "received"/"succeeded" lines for these
+tasks are demoted to DEBUG too (:mod:`celery_app.quietlog`), so at the
+default level the worker log shows real work only.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+
+from celery.utils.log import get_task_logger
 
 from celery_app import metrics, runtime
 from celery_app.app import app
@@ -25,6 +33,13 @@ from tasks.events import drain_all, publish_now
 
 #: Groups (or trackers) handled by one run; the rest waits for the next run.
 BATCH_LIMIT = 1000
+
+logger = get_task_logger(__name__)
+
+
+def _summary(did_something: bool, message: str, *args: object) -> None:
+    """INFO when the run changed something, DEBUG when it was idle."""
+    logger.log(logging.INFO if did_something else logging.DEBUG, message, *args)
 
 
 @app.task(
@@ -42,6 +57,13 @@ def flush_dirty(self: TrackingTask, limit: int = BATCH_LIMIT) -> dict[str, Any]:
     m.flush_duration.observe(time.monotonic() - start)
     m.dirty_groups.set(len(report.flushed) + len(report.changed_meanwhile) + len(report.failed))
     m.last_flush.set(time.time())
+    _summary(
+        bool(report.flushed or report.changed_meanwhile or report.failed),
+        "flush_dirty: wrote %d group(s) to the store, %d changed meanwhile, %d failed",
+        len(report.flushed),
+        len(report.changed_meanwhile),
+        len(report.failed),
+    )
     return {
         "flushed": len(report.flushed),
         "changed_meanwhile": len(report.changed_meanwhile),
@@ -63,6 +85,13 @@ def drain_outbox(self: TrackingTask) -> dict[str, Any]:
     outbox, nothing is lost.
     """
     report = drain_all()
+    _summary(
+        bool(report.entries or report.published or report.dropped),
+        "drain_outbox: %d outbox entries, published %d handler task(s), dropped %d",
+        report.entries,
+        report.published,
+        report.dropped,
+    )
     return {
         "entries": report.entries,
         "published": report.published,
@@ -82,6 +111,7 @@ def expire_sweep(self: TrackingTask, limit: int = BATCH_LIMIT) -> int:
     """Remove expired trackers and publish their EXPIRED events; returns how many."""
     expired = runtime.get_manager().sweep_expired(limit)
     publish_now(expired)
+    _summary(bool(expired), "expire_sweep: %d tracker(s) expired", len(expired))
     return len(expired)
 
 
@@ -108,4 +138,5 @@ def reset_due(self: TrackingTask) -> Any:
         return {"supported": False, "reset": 0}
     events = method(BATCH_LIMIT)
     publish_now(events)
+    _summary(bool(events), "reset_due: %d periodic tracker(s) reset", len(events))
     return {"supported": True, "reset": len(events)}
