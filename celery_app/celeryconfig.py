@@ -26,6 +26,7 @@ Why each choice (see DESIGN.md, "Celery conventions"):
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
 from typing import Any
 
@@ -111,6 +112,48 @@ def make_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def beat_config(settings: Settings) -> dict[str, Any]:
+    """Which beat scheduler runs the schedule, and redbeat's settings.
+
+    ``file`` is celery's own ``PersistentScheduler`` (its schedule file in
+    the data directory; run exactly one beat). ``redbeat`` is celery-redbeat:
+    the active beat holds a lock in the cache's Redis and renews it on every
+    tick (at least every ``beat_max_loop_interval`` seconds); a standby beat
+    polls for the lock at that interval and takes over once the lock has
+    expired, ``beat_lock_timeout_seconds`` after the active beat's last
+    renewal. Every job is idempotent, so an overlap is harmless. The keys are
+    always present (the lazy module serves a fixed set), unused with ``file``.
+    """
+    if settings.beat_scheduler != "redbeat":
+        return {
+            "beat_scheduler": "celery.beat:PersistentScheduler",
+            "beat_max_loop_interval": 0,  # the scheduler's own default
+            "redbeat_redis_url": None,
+            "redbeat_key_prefix": None,
+            "redbeat_lock_timeout": None,
+        }
+    from tracking.cache.redis.client import is_cluster_url  # noqa: PLC0415 - only for redbeat
+    from tracking.embedded import redis_url_from_settings  # noqa: PLC0415 - only for redbeat
+    from tracking.errors import MissingDependencyError, TrackingValueError  # noqa: PLC0415
+
+    if importlib.util.find_spec("redbeat") is None:
+        raise MissingDependencyError("celery-redbeat", "TRACKING_BEAT_SCHEDULER=redbeat")
+    url = redis_url_from_settings(settings.redis_url, settings.data_dir)
+    if is_cluster_url(url):
+        raise TrackingValueError(
+            "TRACKING_BEAT_SCHEDULER=redbeat keeps its lock in the cache's Redis, which must "
+            "then be a standalone server, not a Redis Cluster (TRACKING_REDIS_URL)"
+        )
+    timeout = settings.beat_lock_timeout_seconds
+    return {
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_max_loop_interval": max(1, min(5, timeout // 3)),
+        "redbeat_redis_url": url,
+        "redbeat_key_prefix": f"{settings.key_prefix}:redbeat:",
+        "redbeat_lock_timeout": timeout,
+    }
+
+
 def build_config(settings: Settings) -> dict[str, Any]:
     """The whole Celery configuration for ``settings``, as a plain dict."""
     url = resolve_broker_url(settings)
@@ -160,6 +203,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         },
         "beat_schedule": make_beat_schedule(settings),
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+        **beat_config(settings),
         "timezone": "UTC",
         "enable_utc": True,
     }
@@ -192,6 +236,11 @@ CONFIG_KEYS: frozenset[str] = frozenset(
         "task_routes",
         "beat_schedule",
         "beat_schedule_filename",
+        "beat_scheduler",
+        "beat_max_loop_interval",
+        "redbeat_redis_url",
+        "redbeat_key_prefix",
+        "redbeat_lock_timeout",
         "timezone",
         "enable_utc",
     }

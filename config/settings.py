@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     prefetch_multiplier: int = Field(
         default=1, ge=1, description="Celery worker_prefetch_multiplier (raise for hot queues)."
     )
+    beat_scheduler: Literal["file", "redbeat"] = Field(
+        default="file",
+        description="file: celery beat's own schedule file (run exactly one beat). redbeat: "
+        "celery-redbeat keeps the schedule and a lock in the cache's Redis, so a standby beat "
+        "takes over when the active one dies (needs the celery-redbeat package and a "
+        "standalone Redis cache).",
+    )
+    beat_lock_timeout_seconds: int = Field(
+        default=30,
+        ge=5,
+        description="redbeat: how long the active beat's lock outlives its last renewal, "
+        "i.e. how long a standby waits after the active beat died.",
+    )
 
     @field_validator("data_dir")
     @classmethod
