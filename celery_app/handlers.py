@@ -14,8 +14,10 @@ list of import paths, each a module (its decorators register) or
 ``module:function`` (registered for every event code unless decorated).
 
 A handler receives the event as a JSON dict (``event_id``, ``code``,
-``event``, ``event_ts``, ``group_id``, ``name``, ``stage``, ``progress``,
-``tracker`` snapshot or None, ``limiter`` for LIMITED). It runs as its own
+``event``, ``event_ts``, ``group_id``, ``name``, ``stage`` (0-based),
+``progress``, ``limiter``; built by :func:`tracking.firing.event_payload`
+or :func:`tracking.firing.record_payload`, the same on every path; the
+README's "Follow-up event payload" defines each field). It runs as its own
 Celery task (``tasks.events.dispatch_event`` on the ``events`` queue), so it
 may raise to be retried, and may chain tasks of its own.
 

@@ -2,10 +2,12 @@
 
 The engine appends every fired event to the group's outbox in the same
 atomic step as the state change. :func:`drain` reads a batch of outbox
-entries, expands each compact record into the full event dict handlers
-receive, publishes one ``dispatch_event`` task per registered handler,
-and only after every publish of the batch returned (for RabbitMQ: after
-the publisher confirm) acknowledges the batch in the cache.
+entries (through the manager), turns each compact record into the event
+payload handlers receive (:func:`tracking.firing.record_payload`, the
+same fields :func:`publish_fired` sends), publishes one ``dispatch_event``
+task per registered handler, and only after every publish of the batch
+returned (for RabbitMQ: after the publisher confirm) acknowledges the
+batch in the cache.
 
 So an event is never lost: a worker that dies after the Redis step but
 before publishing leaves the entries in the outbox for the next drain
@@ -32,10 +34,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celery_app import handlers
-from tracking.cache.base import CachedGroup, OutboxEntry
-from tracking.engine import Fired
-from tracking.events import EVENT_NAMES, TrackerEvent
-from tracking.trackers import BaseTracker
+from tracking.events import TrackerEvent
+from tracking.firing import event_payload, record_payload
 
 if TYPE_CHECKING:
     import redis
@@ -68,85 +68,26 @@ class DrainReport:
     by_event: dict[str, int] = field(default_factory=dict)
 
 
-def _number(value: object) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0
-    return value
-
-
-def event_dict(event: TrackerEvent) -> dict[str, Any]:
-    """The JSON dict handlers receive for an event fired in this process."""
-    data = event.to_dict()
-    data["stage"] = event.tracker.current_stage
-    data["progress"] = event.tracker.progress
-    return data
-
-
 def publish_fired(
     manager: TrackingManager, publish: Publisher, events: Sequence[TrackerEvent]
 ) -> int:
-    """Publish events this process just fired (exact snapshots), then ack their entries.
+    """Publish events this process just fired, then ack their outbox entries.
 
-    The fast path of ``track``: no outbox read, no lock. A drain running at
-    the same moment may publish some of them too (at-least-once, deduped
-    by ``dispatch_event``). Returns the number of tasks published.
+    The fast path of ``track``: no outbox read, no lock. The payload is
+    :func:`tracking.firing.event_payload`, built from the same compact
+    record the outbox holds, so it equals what a drain would publish. A
+    drain running at the same moment may publish some of them too
+    (at-least-once, deduped by ``dispatch_event``). Returns the number of
+    tasks published.
     """
     published = 0
     for event in events:
-        data = event_dict(event)
+        data = event_payload(event)
         for name in handlers.handlers_for(event.code):
             publish(name, data)
             published += 1
-    manager.data_cache.ack_outbox([OutboxEntry(e.group_id, e.event_id, {}) for e in events])
+    manager.ack_events(events)
     return published
-
-
-def expand(entry: OutboxEntry, group: CachedGroup | None) -> dict[str, Any] | None:
-    """The full event dict for an outbox entry, or None if the record is unusable.
-
-    The tracker snapshot is rebuilt from the group's current definitions
-    (state taken at the record's stage and progress). A tracker that is
-    gone (completed, removed, expired) has ``tracker: None``; the compact
-    fields (``group_id``, ``name``, ``stage``, ``progress``) are always
-    there. (Events fired by ``track`` normally bypass this: see
-    :func:`publish_fired`.)
-    """
-    payload = entry.payload
-    event_id = str(payload.get("event_id") or entry.entry_id)
-    code = payload.get("code")
-    name = payload.get("name")
-    if not isinstance(code, int) or code not in EVENT_NAMES or not isinstance(name, str):
-        return None
-    stage = payload.get("stage")
-    limiter = payload.get("limiter")
-    fired = Fired(
-        code=code,
-        name=name,
-        stage=stage if isinstance(stage, int) and not isinstance(stage, bool) else 0,
-        progress=_number(payload.get("progress")),
-        limiter=limiter if isinstance(limiter, int) and not isinstance(limiter, bool) else None,
-    )
-    event_ts = float(_number(payload.get("event_ts")))
-    event: dict[str, Any] | None = None
-    if group is not None and name in group.trackers:
-        cached = group.trackers[name]
-        try:
-            tracker = BaseTracker.from_parts(cached.definition, cached.state, entry.group_id)
-            event = tracker.event_for(fired, entry.group_id, event_ts, event_id).to_dict()
-        except (IndexError, ValueError, TypeError):  # definition changed since it fired
-            logger.warning("no snapshot for event %s of %r/%r", event_id, entry.group_id, name)
-    if event is None:
-        event = {
-            "event_id": event_id,
-            "code": code,
-            "event": EVENT_NAMES[code],
-            "event_ts": event_ts,
-            "group_id": entry.group_id,
-            "name": name,
-            "tracker": None,
-        }
-    event.update({"stage": fired.stage, "progress": fired.progress})
-    return event
 
 
 def drain(
@@ -201,16 +142,12 @@ def _drain_batches(
     max_entries: int,
     report: DrainReport,
 ) -> None:
-    cache = manager.data_cache
     while report.entries < max_entries:
-        entries = cache.outbox(limit=min(batch, max_entries - report.entries))
+        entries = manager.outbox(limit=min(batch, max_entries - report.entries))
         if not entries:
             break
-        groups: dict[str, CachedGroup | None] = {}
         for entry in entries:
-            if entry.group_id not in groups:
-                groups[entry.group_id] = cache.get_group(entry.group_id)
-            event = expand(entry, groups[entry.group_id])
+            event = record_payload(entry.group_id, entry.entry_id, entry.payload)
             if event is None:
                 logger.error("dropping unusable outbox entry %r", entry)
                 report.dropped += 1
@@ -219,5 +156,5 @@ def _drain_batches(
                 publish(name, event)
                 report.published += 1
             report.by_event[event["event"]] = report.by_event.get(event["event"], 0) + 1
-        cache.ack_outbox(entries)
+        manager.ack_outbox(entries)
         report.entries += len(entries)

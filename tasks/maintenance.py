@@ -129,7 +129,7 @@ def reset_due(self: TrackingTask) -> Any:
     rolls over every periodic tracker whose current period ended (state
     carries the period id; the rollover is keyed by it, so a second call in
     the same period changes nothing), queues RESET events in the outbox,
-    and returns them; they are published here with their snapshots. A
+    and returns them; they are published here at once (same payload as a drain). A
     manager without ``reset_due`` makes this job a no-op.
     """
     manager = runtime.get_manager()

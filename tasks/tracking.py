@@ -7,7 +7,7 @@ defaults to the Celery task id, which a redelivery keeps, and
 ``track_many``'s per-event ids default to ``"<task id>:<index>"``.
 
 When an event fires follow-up events, the task publishes them right away
-with their exact tracker snapshots and acknowledges their outbox entries
+(the same payload a drain of the outbox would send) and acknowledges their outbox entries
 (one extra Redis round trip, only then), so handlers run within
 milliseconds instead of waiting for beat's next drain.
 """

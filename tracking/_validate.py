@@ -32,6 +32,26 @@ def check_name(value: object, what: str = "name") -> str:
     return value
 
 
+def check_names(name: object) -> list[str] | None:
+    """Tracker names as the manager takes them: one name, a list of names, or None (all)."""
+    if name is None:
+        return None
+    if isinstance(name, str):
+        return [check_name(name)]
+    if isinstance(name, list | tuple):
+        return [check_name(n) for n in name]
+    raise TrackingTypeError(f"name must be a str, a list of str or None, not {type(name).__name__}")
+
+
+def check_expiry(value: object, what: str) -> int | None:
+    """An ``expire``/``expire_at`` argument: an int (seconds) or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TrackingTypeError(f"{what} must be an int or None, not {type(value).__name__}")
+    return value
+
+
 def check_number(value: object, what: str, *, minimum: float | None = None) -> int | float:
     """A finite int or float (never a bool), within +-2**53."""
     if isinstance(value, bool) or not isinstance(value, int | float):

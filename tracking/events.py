@@ -12,6 +12,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tracking.engine import Fired
     from tracking.limiters import BaseLimiter
     from tracking.trackers import BaseTracker
 
@@ -77,7 +78,12 @@ class BaseEvent:
 
 
 class TrackerEvent(BaseEvent):
-    """An event about one tracker; ``tracker`` is a snapshot taken when it fired."""
+    """An event about one tracker; ``tracker`` is a snapshot taken when it fired.
+
+    ``fired`` is the compact record the cache wrote to the outbox for it
+    (None for an event built by hand): the follow-up payload is made from
+    it, see :func:`tracking.firing.event_payload`.
+    """
 
     def __init__(
         self,
@@ -87,11 +93,14 @@ class TrackerEvent(BaseEvent):
         tracker: BaseTracker,
         event_ts: float = 0.0,
         event_id: str = "",
+        *,
+        fired: Fired | None = None,
     ) -> None:
         super().__init__(code, event_ts, event_id)
         self.group_id = group_id
         self.name = name
         self.tracker = tracker
+        self.fired = fired
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,8 +129,10 @@ class LimitedTrackerEvent(TrackerEvent):
         limiter: BaseLimiter,
         event_ts: float = 0.0,
         event_id: str = "",
+        *,
+        fired: Fired | None = None,
     ) -> None:
-        super().__init__(code, group_id, name, tracker, event_ts, event_id)
+        super().__init__(code, group_id, name, tracker, event_ts, event_id, fired=fired)
         self.limiter = limiter
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,21 +15,20 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from tracking._validate import (
-    DEFAULT_MAX_EVENT_BYTES,
-    DEFAULT_MAX_EVENT_DEPTH,
     check_name,
+    check_names,
     validate_event,
 )
+from tracking.access import Durability, GroupAccess, Listener
 from tracking.cache.base import (
     ApplyOutcome,
     ApplyRequest,
     CachedTracker,
-    DataCache,
     TrackStep,
 )
 from tracking.engine import Fired, roll_period
@@ -40,16 +39,13 @@ from tracking.errors import (
     TrackingTypeError,
     TrackingValueError,
 )
-from tracking.events import EVENT_ALL, BaseEvent, TrackerEvent, make_event_id
+from tracking.events import TrackerEvent
+from tracking.firing import TrackResult, track_result
 from tracking.model import Number, TrackerDefinition, check_reset_policy
 from tracking.persistence import FlushReport, flush_dirty, flush_group, load_group, records_to_cache
-from tracking.store.base import DataStore
 from tracking.trackers import BaseTracker, evaluate
 
 logger = logging.getLogger(__name__)
-
-Listener = Callable[[BaseEvent], Any]
-Durability = Literal["write-behind", "write-through"]
 
 #: How many times ``track`` re-evaluates after a definitions change or cold load.
 MAX_ATTEMPTS = 5
@@ -76,155 +72,12 @@ def period_bounds(
     return {d.name: d.period.bounds(now) for d in definitions if d.period is not None}
 
 
-class TrackResult(tuple[bool, list[BaseTracker], list[BaseTracker], list[BaseTracker]]):
-    """``(ok, dirtied, completed, limited)`` as dictrack returns, plus details.
+class TrackingManager(GroupAccess):
+    """Track events for groups of trackers (dictrack's ``TrackingManager``).
 
-    Unpacks like dictrack's 4-tuple. Extra attributes: ``duplicate`` (the
-    event id was already applied; the lists are the original outcome),
-    ``event_id`` and ``events`` (what fired).
+    Construction, listeners, the worker-local definitions cache and outbox
+    access are in :class:`tracking.access.GroupAccess`.
     """
-
-    duplicate: bool
-    event_id: str
-    events: list[TrackerEvent]
-
-    def __new__(
-        cls,
-        ok: bool,
-        dirtied: list[BaseTracker],
-        completed: list[BaseTracker],
-        limited: list[BaseTracker],
-        *,
-        duplicate: bool = False,
-        event_id: str = "",
-        events: list[TrackerEvent] | None = None,
-    ) -> TrackResult:
-        self = super().__new__(cls, (ok, dirtied, completed, limited))
-        self.duplicate = duplicate
-        self.event_id = event_id
-        self.events = events or []
-        return self
-
-    @property
-    def ok(self) -> bool:
-        return self[0]
-
-    @property
-    def dirtied(self) -> list[BaseTracker]:
-        return self[1]
-
-    @property
-    def completed(self) -> list[BaseTracker]:
-        return self[2]
-
-    @property
-    def limited(self) -> list[BaseTracker]:
-        return self[3]
-
-
-def _check_names(name: object) -> list[str] | None:
-    if name is None:
-        return None
-    if isinstance(name, str):
-        return [check_name(name)]
-    if isinstance(name, list | tuple):
-        return [check_name(n) for n in name]
-    raise TrackingTypeError(f"name must be a str, a list of str or None, not {type(name).__name__}")
-
-
-def _check_expiry(value: object, what: str) -> int | float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TrackingTypeError(f"{what} must be an int or None, not {type(value).__name__}")
-    return value
-
-
-class TrackingManager:
-    """Track events for groups of trackers (dictrack's ``TrackingManager``)."""
-
-    def __init__(
-        self,
-        data_cache: DataCache,
-        data_store: DataStore,
-        *,
-        durability: Durability = "write-behind",
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        max_event_depth: int = DEFAULT_MAX_EVENT_DEPTH,
-        definitions_cache_size: int = 10_000,
-    ) -> None:
-        if not isinstance(data_cache, DataCache):
-            raise TrackingTypeError(
-                f"data_cache must be a DataCache, not {type(data_cache).__name__}"
-            )
-        if not isinstance(data_store, DataStore):
-            raise TrackingTypeError(
-                f"data_store must be a DataStore, not {type(data_store).__name__}"
-            )
-        if durability not in ("write-behind", "write-through"):
-            raise TrackingValueError("durability must be 'write-behind' or 'write-through'")
-        self.data_cache = data_cache
-        self.data_store = data_store
-        self.durability: Durability = durability
-        self._max_event_bytes = max_event_bytes
-        self._max_event_depth = max_event_depth
-        self._listeners: dict[int, list[Listener]] = defaultdict(list)
-        self._definitions: OrderedDict[str, tuple[int, list[TrackerDefinition]]] = OrderedDict()
-        self._definitions_cache_size = definitions_cache_size
-
-    # -- listeners -------------------------------------------------------
-    def add_listener(self, code: int, cb: Listener) -> None:
-        """Call ``cb(event)`` in this process whenever an event with ``code`` fires here."""
-        if isinstance(code, bool) or code not in EVENT_ALL:
-            raise TrackingValueError(f"unknown event code {code!r}; expected one of {EVENT_ALL}")
-        if not callable(cb):
-            raise TrackingTypeError(f"{type(cb).__name__} is not callable")
-        self._listeners[code].append(cb)
-
-    def _dispatch(self, events: Iterable[BaseEvent]) -> None:
-        for event in events:
-            for cb in self._listeners[event.code]:
-                try:
-                    cb(event)
-                except Exception:
-                    # The state change is already committed; a listener's bug must
-                    # not make the caller think tracking failed (and retry it).
-                    logger.exception("listener %r failed on %r", cb, event)
-
-    def _events(
-        self, group_id: str, items: Sequence[tuple[CachedTracker, Fired]], source_id: str, ts: float
-    ) -> list[TrackerEvent]:
-        events = []
-        for index, (cached, fired) in enumerate(items):
-            tracker = BaseTracker.from_parts(cached.definition, cached.state, group_id)
-            event_id = make_event_id(source_id, group_id, fired.name, fired.code, index)
-            events.append(tracker.event_for(fired, group_id, ts, event_id))
-        return events
-
-    # -- definitions (worker-local, checked against the group version) -----
-    def _group_definitions(self, group_id: str) -> tuple[int, list[TrackerDefinition]] | None:
-        cached = self._definitions.get(group_id)
-        if cached is not None:
-            self._definitions.move_to_end(group_id)
-            return cached
-        loaded = self.data_cache.get_definitions(group_id)
-        if loaded is not None:
-            self._remember_definitions(group_id, loaded)
-        return loaded
-
-    def _remember_definitions(
-        self, group_id: str, loaded: tuple[int, list[TrackerDefinition]]
-    ) -> None:
-        self._definitions[group_id] = loaded
-        while len(self._definitions) > self._definitions_cache_size:
-            self._definitions.popitem(last=False)
-
-    def _forget(self, group_id: str) -> None:
-        self._definitions.pop(group_id, None)
-
-    def _ensure_cached(self, group_id: str) -> None:
-        if self.data_cache.get_definitions(group_id) is None:
-            load_group(self.data_cache, self.data_store, group_id)
 
     # -- tracking ------------------------------------------------------------
     def track(
@@ -259,7 +112,7 @@ class TrackingManager:
         assert applied is not None  # a cold load always ends in an apply
         outcome, _, defs = applied
         definitions = {d.name: d for d in defs}
-        result = self._result(group_id, event_id, outcome, definitions)
+        result = track_result(group_id, event_id, outcome, definitions)
         if outcome.status == "applied":
             self._dispatch(result.events)
         if self.durability == "write-through":
@@ -319,7 +172,7 @@ class TrackingManager:
                 self._forget(request.group_id)
                 later.append(index)
                 continue
-            result = self._result(request.group_id, request.event_id, outcome, definitions)
+            result = track_result(request.group_id, request.event_id, outcome, definitions)
             if outcome.status == "applied":
                 self._dispatch(result.events)
             touched.add(request.group_id)
@@ -343,41 +196,6 @@ class TrackingManager:
         loaded = (1, [entry.definition for entry in installed])
         self._remember_definitions(group_id, loaded)
         return loaded
-
-    def _result(
-        self,
-        group_id: str,
-        event_id: str,
-        outcome: ApplyOutcome,
-        definitions: dict[str, TrackerDefinition],
-    ) -> TrackResult:
-        def tracker(name: str) -> BaseTracker | None:
-            definition = definitions.get(name)
-            state = outcome.states.get(name)
-            if definition is None or state is None:
-                return None
-            return BaseTracker.from_parts(definition, state, group_id)
-
-        def trackers(names: list[str]) -> list[BaseTracker]:
-            return [t for t in (tracker(n) for n in names) if t is not None]
-
-        events = []
-        for index, fired in enumerate(outcome.fired):
-            definition = definitions.get(fired.name)
-            state = outcome.states.get(fired.name)
-            if definition is not None and state is not None:
-                snapshot = BaseTracker.from_parts(definition, state, group_id)
-                fired_id = make_event_id(event_id, group_id, fired.name, fired.code, index)
-                events.append(snapshot.event_for(fired, group_id, outcome.now, fired_id))
-        return TrackResult(
-            True,
-            trackers(outcome.changed),
-            trackers(outcome.completed),
-            trackers(outcome.limited),
-            duplicate=outcome.status == "duplicate",
-            event_id=event_id,
-            events=events,
-        )
 
     # -- administration --------------------------------------------------
     def add_tracker(
@@ -425,26 +243,7 @@ class TrackingManager:
         self._forget(group_id)
         self._persist(group_id)
         by_name = {e.definition.name: e for e in entries}
-        self._dispatch(
-            self._events(
-                group_id, [(by_name[f.name], f) for f in fired], source_id, self.data_cache.now()
-            )
-        )
-
-    def _expiry(self, expire: object, expire_at: object) -> float | None:
-        expire_s = _check_expiry(expire, "expire")
-        expire_at_s = _check_expiry(expire_at, "expire_at")
-        if expire_s is not None and expire_at_s is not None:
-            raise TrackingValueError("give expire or expire_at, not both")
-        if expire_s is not None:
-            if expire_s <= 0:
-                raise TrackingValueError("expire must be a positive number of seconds")
-            return self.data_cache.now() + expire_s
-        return None if expire_at_s is None else float(expire_at_s)
-
-    def _persist(self, group_id: str) -> None:
-        """Admin changes are written through: the store holds them when we return."""
-        flush_group(self.data_cache, self.data_store, group_id)
+        self._dispatch(self._events(group_id, [(by_name[f.name], f) for f in fired], source_id))
 
     def get_trackers(self, group_id: str, name: str | list[str] | None = None) -> list[BaseTracker]:
         """The group's live trackers (all, or the named ones that exist), as copies.
@@ -454,7 +253,7 @@ class TrackingManager:
         will find it (the cache itself rolls it over on the next event).
         """
         check_name(group_id, "group_id")
-        names = _check_names(name)
+        names = check_names(name)
         now = self.data_cache.now()
         group = self.data_cache.get_group(group_id)
         if group is not None:
@@ -491,22 +290,20 @@ class TrackingManager:
         _, fired = self.data_cache.put_trackers(group_id, [entry], source_id, replace=True)
         self._forget(group_id)
         self._persist(group_id)
-        self._dispatch(
-            self._events(group_id, [(entry, f) for f in fired], source_id, self.data_cache.now())
-        )
+        self._dispatch(self._events(group_id, [(entry, f) for f in fired], source_id))
 
     def remove_tracker(
         self, group_id: str, name: str | list[str] | None = None
     ) -> list[BaseTracker]:
         """Remove the named trackers (all when None); REMOVED fires for each."""
         check_name(group_id, "group_id")
-        names = _check_names(name)
+        names = check_names(name)
         self._ensure_cached(group_id)
         source_id = uuid.uuid4().hex
         removed = self.data_cache.remove_trackers(group_id, names, source_id)
         self._forget(group_id)
         self._persist(group_id)
-        self._dispatch(self._events(group_id, removed, source_id, self.data_cache.now()))
+        self._dispatch(self._events(group_id, removed, source_id))
         return [BaseTracker.from_parts(c.definition, c.state, group_id) for c, _ in removed]
 
     def reset_tracker(self, group_id: str, name: str, reset_policy: int | None = None) -> bool:
@@ -520,7 +317,7 @@ class TrackingManager:
         if not done:
             return False
         self._persist(group_id)
-        self._dispatch(self._events(group_id, done, source_id, self.data_cache.now()))
+        self._dispatch(self._events(group_id, done, source_id))
         return True
 
     # -- maintenance -----------------------------------------------------
@@ -571,7 +368,7 @@ class TrackingManager:
         if applied is None:
             return []
         outcome, roll_id, defs = applied
-        result = self._result(group_id, roll_id, outcome, {d.name: d for d in defs})
+        result = track_result(group_id, roll_id, outcome, {d.name: d for d in defs})
         if outcome.status == "applied":
             self._dispatch(result.events)
         return result.events
@@ -649,4 +446,4 @@ class TrackingManager:
         return events
 
 
-__all__ = ["Number", "TrackResult", "TrackingManager"]
+__all__ = ["Durability", "Listener", "Number", "TrackResult", "TrackingManager", "period_bounds"]

@@ -302,9 +302,11 @@ class BaseTracker:
         if fired.code == EVENT_TRACKER_LIMITED and fired.limiter is not None:
             limiter = snapshot.limiters[fired.limiter]
             return LimitedTrackerEvent(
-                fired.code, group_id, self.name, snapshot, limiter, event_ts, event_id
+                fired.code, group_id, self.name, snapshot, limiter, event_ts, event_id, fired=fired
             )
-        return TrackerEvent(fired.code, group_id, self.name, snapshot, event_ts, event_id)
+        return TrackerEvent(
+            fired.code, group_id, self.name, snapshot, event_ts, event_id, fired=fired
+        )
 
     # -- serialisation -----------------------------------------------------
     def to_spec(self, include_state: bool = False) -> dict[str, Any]:

@@ -21,13 +21,16 @@ from typing import Any
 
 import pytest
 
-from celery_app import configure, runtime
+import tasks.tracking as tasks_tracking
+from celery_app import configure, handlers, runtime
 from celery_app.celeryconfig import QUEUE_EVENTS
 from cli.procs import celery_command
 from tasks import add_trackers, dispatch_event, drain_outbox, flush_dirty, track, track_many
+from tasks.events import publish_now
 from tests.support.celery_env import Deployment, deployment, received, require, wait_until
-from tests.support.celery_handlers import HOLD_ENV, RECORD_ENV, REWARDS, RUNS
+from tests.support.celery_handlers import HOLD_ENV, RECORD_ENV, REWARDS, RUNS, record_every_event
 from tracking import AccumulationTracker, CountTracker, KeyValueEQ
+from tracking.events import TrackerEvent
 from tracking.factory import store_from_settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -93,7 +96,7 @@ def test_track_end_to_end_handler_runs_once(dep: Deployment) -> None:
     assert len({e["event_id"] for e in events}) == 4
     completed = next(e for e in events if e["event"] == "ALL_COMPLETED")
     assert completed["group_id"] == "u1" and completed["name"] == "logins"
-    assert completed["tracker"]["state"]["progress"] == 5
+    assert completed["progress"] == 5 and completed["stage"] == 1  # 0-based: the 2nd stage
 
     # Re-draining and re-publishing the same (event, handler) does not run it again.
     drain_outbox.delay()
@@ -136,6 +139,63 @@ def test_same_message_twice_counts_once(dep: Deployment) -> None:
     wait_until(processed, 60, "both copies of both messages to be processed")
     assert _progress("u2") == {"logins": 3}
     assert "'duplicate': True" in dep.log("w1")
+
+
+@pytest.fixture
+def embedded_dep(tmp_path: Path) -> Iterator[Deployment]:
+    yield from _deploy("embedded", tmp_path)
+
+
+def test_follow_up_payload_is_the_same_from_track_and_from_the_drain(
+    embedded_dep: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One event through both delivery paths to a real worker's handler.
+
+    The ``track`` task runs here with its immediate publish held back, so
+    the event stays in the outbox; the worker's ``drain_outbox`` publishes
+    it (drain path). Then the held-back ``publish_now`` call is made with
+    the task's own events (fast path), after clearing the handler's
+    done-marker so the worker runs the handler a second time. The two
+    payloads the handler received must be equal field by field.
+    """
+    dep = embedded_dep
+    dep.start_worker()
+    manager = runtime.get_manager()
+    manager.add_tracker("u9", CountTracker("visits", [KeyValueEQ("kind", "visit")], [1, 2]))
+    held: list[TrackerEvent] = []
+    monkeypatch.setattr(tasks_tracking, "publish_now", held.extend)
+    outcome = track.apply(args=("u9", {"kind": "visit"}))
+    assert outcome.successful(), outcome.traceback
+    assert [e.code_name for e in held] == ["STAGE_COMPLETED"]
+    event_id = held[0].event_id
+    handler = handlers.handler_name(record_every_event)
+
+    def copies() -> list[dict[str, object]]:
+        return [e for e in received(dep) if e["event_id"] == event_id]
+
+    drain_outbox.delay()
+    wait_until(lambda: len(copies()) == 1, 60, "the drained event's handler")
+    done = runtime.key("ev-done", event_id, handler)
+    wait_until(lambda: dep.redis().exists(done), 30, "the handler's done-marker")
+    dep.redis().delete(done)
+
+    # A unit test may have cleared this process's handler registry after the
+    # handler module was imported (its decorators do not run again): register
+    # the handler here as the worker's import of the module did.
+    handlers.register_handler(record_every_event)
+    publish_now(held)
+    drained, published = wait_until(
+        lambda: (got := copies()) and len(got) == 2 and got, 60, "the second handler run"
+    )
+    assert list(drained) == list(published)
+    for field in drained:
+        assert drained[field] == published[field], field
+        assert type(drained[field]) is type(published[field]), field
+    assert (drained["event"], drained["stage"], drained["progress"]) == (
+        "STAGE_COMPLETED",
+        0,
+        1,
+    )
 
 
 #: kombu's Redis transport pops a message (BRPOP) and records it as unacknowledged

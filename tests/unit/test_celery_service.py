@@ -9,12 +9,13 @@ import pytest
 
 from celery_app import handlers
 from celery_app.celeryconfig import QUEUES, TASK_QUEUES, build_config
-from celery_app.outbox import drain, expand
+from celery_app.outbox import drain
 from config.settings import Settings
 from tracking import CountTracker, KeyValueEQ, TrackingManager
 from tracking.cache.memory import MemoryDataCache
 from tracking.errors import TrackingValueError
 from tracking.events import EVENT_TRACKER_ADDED, EVENT_TRACKER_ALL_COMPLETED
+from tracking.firing import record_payload
 from tracking.store.memory import MemoryDataStore
 
 
@@ -154,14 +155,22 @@ def test_a_failed_publish_leaves_the_batch_in_the_outbox() -> None:
     assert len(seen) == 2  # published on the next drain: at-least-once
 
 
-def test_expand_snapshots_live_trackers_and_keeps_gone_ones_compact() -> None:
+def test_outbox_records_become_payloads_and_unusable_ones_are_refused() -> None:
     manager = _manager()
-    entries = manager.data_cache.outbox()
-    group = manager.data_cache.get_group("u1")
-    added = expand(entries[0], group)
+    entries = manager.outbox()
+    added = record_payload(entries[0].group_id, entries[0].entry_id, entries[0].payload)
     assert added is not None and added["code"] == EVENT_TRACKER_ADDED
-    assert added["tracker"]["name"] == added["name"]
-    gone = expand(entries[0], None)
-    assert gone is not None and gone["tracker"] is None and gone["event_id"] == added["event_id"]
-    broken = type(entries[0])("u1", "x", {"code": 42, "name": "n"})
-    assert expand(broken, group) is None
+    assert added == {
+        "event_id": entries[0].entry_id,
+        "code": EVENT_TRACKER_ADDED,
+        "event": "ADDED",
+        "event_ts": added["event_ts"],
+        "group_id": "u1",
+        "name": "logins",
+        "stage": 0,
+        "progress": 0,
+        "limiter": None,
+    }
+    assert isinstance(added["event_ts"], float) and added["event_ts"] > 0
+    assert record_payload("u1", "x", {"code": 42, "name": "n"}) is None
+    assert record_payload("u1", "x", {"code": EVENT_TRACKER_ADDED}) is None
