@@ -26,6 +26,7 @@ import redis
 from tracking import embedded
 from tracking._process import pid_alive
 from tracking.embedded import (
+    LOG_FILENAME,
     STATE_FILENAME,
     EmbeddedRedis,
     broker_url_from_redis_url,
@@ -308,14 +309,26 @@ def test_long_data_dir_gets_a_short_socket(
 
 def test_server_started_from_a_short_lived_thread_outlives_it(data_dir: Path) -> None:
     urls: list[str] = []
-    worker = threading.Thread(target=lambda: urls.append(ensure_embedded_redis(data_dir)))
+    tids: list[int] = []
+
+    def start() -> None:
+        tids.append(threading.get_native_id())
+        urls.append(ensure_embedded_redis(data_dir))
+
+    worker = threading.Thread(target=start)
     worker.start()
     worker.join()
     client = redis.Redis.from_url(urls[0])
     server_pid = int(client.info("server")["process_id"])
-    # A server forked by the exited thread would have had SIGTERM by now
-    # (redis acts on it within ~0.1 s); give it ample time to show.
-    time.sleep(1.0)
+    # A parent-death signal tied to the thread is sent when the kernel task of
+    # the thread exits: wait for that (a positive signal, not a sleep) ...
+    assert wait_until(lambda: not Path(f"/proc/self/task/{tids[0]}").exists())
+    # ... then make the server run once more: a pending SIGTERM is handled
+    # (and logged by redis's handler) before it answers.
+    assert client.ping()
+    log = (data_dir / LOG_FILENAME).read_text(errors="replace")
+    assert "ready to accept connections" in log.lower()  # the log is the server's
+    assert "SIGTERM" not in log
     assert pid_alive(server_pid)
     assert client.ping()
     client.close()
