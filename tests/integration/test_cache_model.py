@@ -60,6 +60,7 @@ from tracking.limiters import BaseLimiter, CountLimiter, TimeLimiter
 from tracking.manager import TrackingManager
 from tracking.model import TrackerDefinition, TrackerState, limiter_kind
 from tracking.periods import ResetPeriod
+from tracking.persistence import records_to_cache
 from tracking.store.memory import MemoryDataStore
 from tracking.trackers import AccumulationTracker, BaseTracker, CountTracker
 
@@ -168,6 +169,7 @@ class CacheModel(RuleBasedStateMachine):
         self.redis2 = RedisDataCache(url, self.prefix)
         self.memory = MemoryDataCache(clock=self.redis1.now)
         redis_store, memory_store = MemoryDataStore(), MemoryDataStore()
+        self.stores = (redis_store, memory_store)
         self.redis_workers = [
             TrackingManager(self.redis1, redis_store),
             TrackingManager(self.redis2, redis_store),
@@ -214,9 +216,21 @@ class CacheModel(RuleBasedStateMachine):
             own = [_clone(a) if isinstance(a, BaseTracker) else a for a in args]
             try:
                 results.append(("ok", getattr(workers[worker], op)(*own)))
-            except Exception as exc:  # the same error must come from both
-                results.append(("error", type(exc).__name__))
+            except Exception as exc:  # the same error (type and message) from both
+                results.append(("error", (type(exc), str(exc))))
+        if "error" in (results[0][0], results[1][0]):
+            self._check_stores()  # and the same record after it (the caches: invariants)
         return results[0], results[1]
+
+    def _check_stores(self) -> None:
+        """Both worlds' stores hold the same trackers, definitions and states."""
+        for group in GROUPS:
+            a, b = (records_to_cache(store.load_group(group)) for store in self.stores)
+            assert [(e.definition, e.expire_at) for e in a] == [
+                (e.definition, e.expire_at) for e in b
+            ], group
+            for x, y in zip(a, b, strict=True):
+                assert _same_state(x.definition, x.state, y.state), (group, x.state, y.state)
 
     def _check_trackers(self, a: list[BaseTracker], b: list[BaseTracker]) -> None:
         assert [_tracker_view(t) for t in a] == [_tracker_view(t) for t in b]
