@@ -28,8 +28,10 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException
 
 from celery_app import runtime
-from tasks import add_tracker, track
+from tasks import track
 from tracking import TrackingError
+from tracking.errors import ConflictingNameError
+from tracking.spec import tracker_from_spec
 
 api = FastAPI(title="tracking example")
 
@@ -43,10 +45,23 @@ def post_event(
     return {"task_id": result.id}
 
 
-@api.post("/users/{user_id}/trackers", status_code=202)
+@api.post("/users/{user_id}/trackers", status_code=201)
 def post_tracker(user_id: str, spec: dict[str, Any]) -> dict[str, str]:
-    """Queue adding a tracker (a JSON spec) to the user."""
-    return {"task_id": add_tracker.delay(user_id, spec).id}
+    """Add a tracker (a JSON spec) to the user, synchronously.
+
+    Through the manager rather than ``add_tracker.delay``: the tracker is in
+    Redis and the store when the response goes out, so every event posted
+    afterwards counts toward it (a queued ``add_tracker`` may run after
+    them; see the README's "Ordering").
+    """
+    try:
+        tracker = tracker_from_spec(spec)
+        runtime.get_manager().add_tracker(user_id, tracker)
+    except ConflictingNameError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except TrackingError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    return {"name": tracker.name}
 
 
 @api.get("/users/{user_id}/trackers")
