@@ -70,8 +70,16 @@ class _CountLimiterSpec(_Model):
 
 
 class _TimeLimiterSpec(_Model):
+    """``start_ts`` plus ``end_ts`` or ``interval`` (seconds), as the constructor takes.
+
+    ``start_ts`` is required here, unlike the constructor's default of
+    "now": a spec is data that may be loaded many times, and each load
+    would move the window. ``to_spec()`` writes ``start_ts`` + ``interval``.
+    """
+
     start_ts: StrictInt
-    interval: StrictNumber
+    end_ts: StrictInt | None = None
+    interval: StrictNumber | None = None
 
 
 class _TrackerSpec(_Model):
@@ -185,7 +193,9 @@ def _build_count_limiter(model: _CountLimiterSpec, cls: type[Any]) -> Any:
 
 
 def _build_time_limiter(model: _TimeLimiterSpec, cls: type[Any]) -> Any:
-    return TimeLimiter(start_ts=model.start_ts, interval=timedelta(seconds=model.interval))
+    # The constructor checks the combination (one of end_ts/interval, not both).
+    interval = None if model.interval is None else timedelta(seconds=model.interval)
+    return TimeLimiter(start_ts=model.start_ts, end_ts=model.end_ts, interval=interval)
 
 
 _LIMITERS: dict[str, tuple[type[_Model], Callable[[Any, type[Any]], Any], type[Any]]] = {

@@ -85,6 +85,53 @@ def test_limiter_round_trip() -> None:
         assert rebuilt == limiter
 
 
+@pytest.mark.parametrize(
+    ("spec", "built"),
+    [
+        (
+            {"type": "TimeLimiter", "start_ts": 100, "end_ts": 400},
+            TimeLimiter(start_ts=100, end_ts=400),
+        ),
+        (
+            {"type": "TimeLimiter", "start_ts": 400, "end_ts": 100},  # swapped, as the class does
+            TimeLimiter(start_ts=100, end_ts=400),
+        ),
+        (
+            {"type": "TimeLimiter", "start_ts": 100, "interval": 300},
+            TimeLimiter(start_ts=100, interval=timedelta(seconds=300)),
+        ),
+        (
+            {"type": "TimeLimiter", "start_ts": 100, "interval": 0.5},
+            TimeLimiter(start_ts=100, interval=timedelta(seconds=0.5)),
+        ),
+    ],
+)
+def test_time_limiter_spec_takes_end_ts_or_interval(spec: Any, built: TimeLimiter) -> None:
+    loaded = limiter_from_spec(spec)
+    assert loaded == built and (loaded.start, loaded.end) == (built.start, built.end)
+    # Written back as start_ts + interval; that loads to the same limiter again.
+    written = json.loads(json.dumps(loaded.to_spec()))
+    assert set(written) == {"type", "start_ts", "interval"}
+    assert limiter_from_spec(written) == loaded
+    assert written["start_ts"] + written["interval"] == built.end
+    assert limiter_from_spec(written).to_spec() == written
+
+
+def test_time_limiter_with_end_ts_round_trips_inside_a_tracker() -> None:
+    spec = {
+        "type": "CountTracker",
+        "name": "window",
+        "conditions": [],
+        "target": 3,
+        "limiters": [{"type": "TimeLimiter", "start_ts": 1000, "end_ts": 2000}],
+    }
+    tracker = tracker_from_spec(spec)
+    assert tracker.track({}, now=1500).changed
+    assert tracker.track({}, now=2500).refused
+    again = tracker_from_spec(json.loads(json.dumps(tracker.to_spec(include_state=True))))
+    assert again == tracker
+
+
 def test_tracker_round_trip_with_and_without_state() -> None:
     tracker = AccumulationTracker(
         "spend",
@@ -147,6 +194,10 @@ def test_bad_condition_specs(spec: Any) -> None:
         {"type": "CountLimiter", "count": True},
         {"type": "TimeLimiter", "start_ts": 1},
         {"type": "TimeLimiter", "start_ts": 1, "interval": -5},
+        {"type": "TimeLimiter", "start_ts": 1, "end_ts": 1},
+        {"type": "TimeLimiter", "start_ts": 1, "end_ts": 5, "interval": 4},
+        {"type": "TimeLimiter", "start_ts": 1, "end_ts": 5.5},
+        {"type": "TimeLimiter", "end_ts": 5},
         {"type": "LeakyBucket", "rate": 3},
     ],
 )
