@@ -33,6 +33,7 @@ from typing import Any
 from kombu.entity import Exchange, Queue
 
 from config.settings import Settings, get_settings
+from tracking.errors import TrackingValueError
 
 #: Queues by role. A worker started by ``tracking worker`` consumes all of
 #: them; production may run dedicated workers per queue.
@@ -57,6 +58,7 @@ TASK_QUEUES: dict[str, str] = {
     "tasks.flush_dirty": QUEUE_MAINTENANCE,
     "tasks.expire_sweep": QUEUE_MAINTENANCE,
     "tasks.reset_due": QUEUE_MAINTENANCE,
+    "tasks.repair_indexes": QUEUE_MAINTENANCE,
     "tasks.noop": QUEUE_TRACKING,
 }
 
@@ -66,10 +68,20 @@ def resolve_broker_url(settings: Settings) -> str:
 
     Resolving the embedded URL attaches to the server serving
     ``data_dir`` or starts one (owned by this process), see
-    :mod:`tracking.embedded`.
+    :mod:`tracking.embedded`. With a Redis Cluster cache there is no
+    default: Celery's Redis transport cannot use a cluster, so a broker
+    must be named (RabbitMQ recommended).
     """
     if settings.broker_url and settings.broker_url.strip():
         return settings.broker_url.strip()
+    from tracking.cache.redis.client import is_cluster_url  # noqa: PLC0415 - light, no I/O
+
+    if settings.redis_url and is_cluster_url(settings.redis_url.strip()):
+        raise TrackingValueError(
+            "TRACKING_REDIS_URL is a Redis Cluster, which Celery's Redis transport cannot "
+            "use as a broker: set TRACKING_BROKER_URL (RabbitMQ recommended, e.g. "
+            "amqp://user:password@host:5672/vhost)"
+        )
     from tracking.embedded import (  # noqa: PLC0415 - only without a broker URL
         broker_url_from_redis_url,
         redis_url_from_settings,
@@ -108,6 +120,11 @@ def make_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "tasks.reset_due",
             "schedule": timedelta(seconds=sweep),
             "options": {"queue": QUEUE_MAINTENANCE, "expires": max(sweep, 1.0)},
+        },
+        "repair-indexes": {
+            "task": "tasks.repair_indexes",
+            "schedule": timedelta(seconds=settings.repair_interval_seconds),
+            "options": {"queue": QUEUE_MAINTENANCE, "expires": settings.repair_interval_seconds},
         },
     }
 
@@ -173,6 +190,11 @@ def build_config(settings: Settings) -> dict[str, Any]:
         # Publisher confirms: publish returns once RabbitMQ has the message,
         # which is what lets drain_outbox acknowledge the outbox afterwards.
         transport_options["confirm_publish"] = True
+    quorum = settings.rabbitmq_quorum_queues and url.startswith(("amqp", "pyamqp"))
+    # Quorum queues (replicated by Raft across the RabbitMQ cluster) for every
+    # task queue; Celery then turns off global QoS and delays countdown/ETA
+    # tasks by RabbitMQ's native delayed delivery instead of in the worker.
+    queue_arguments = {"x-queue-type": "quorum"} if quorum else None
     transport_options.update(settings.broker_transport_options)
     exchange = Exchange("tracking", type="direct")  # type: ignore[no-untyped-call]
     return {
@@ -193,9 +215,10 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_default_queue": QUEUE_TRACKING,
         "task_queues": tuple(
-            Queue(name, exchange, routing_key=name)  # type: ignore[no-untyped-call]
+            Queue(name, exchange, routing_key=name, queue_arguments=queue_arguments)  # type: ignore[no-untyped-call]
             for name in QUEUES
         ),
+        "task_default_queue_type": "quorum" if quorum else "classic",
         "task_default_exchange": "tracking",
         "task_default_routing_key": QUEUE_TRACKING,
         "task_routes": {
@@ -231,6 +254,7 @@ CONFIG_KEYS: frozenset[str] = frozenset(
         "task_send_sent_event",
         "task_default_queue",
         "task_queues",
+        "task_default_queue_type",
         "task_default_exchange",
         "task_default_routing_key",
         "task_routes",

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often beat runs the expiry sweep and reset_due."
     )
+    repair_interval_seconds: float = Field(
+        default=600.0,
+        ge=10,
+        description="How often beat rebuilds the Redis cache's cross-group indexes from the "
+        "groups' keys (a backstop for an index write lost with its client; SCANs every "
+        "primary).",
+    )
     task_max_retries: int | None = Field(
         default=None,
         ge=0,
@@ -85,6 +92,12 @@ class Settings(BaseSettings):
         ge=10,
         description="Redis broker: seconds before an unacknowledged task is redelivered; "
         "kept above the longest retry countdown.",
+    )
+    rabbitmq_quorum_queues: bool = Field(
+        default=False,
+        description="RabbitMQ broker: declare the task queues as quorum queues (replicated; "
+        "publisher confirms stay on). An existing classic queue of the same name must be "
+        "deleted first: RabbitMQ refuses to redeclare a queue with another type.",
     )
     broker_transport_options: dict[str, Any] = Field(
         default_factory=dict,

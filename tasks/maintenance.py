@@ -11,6 +11,8 @@ Beat may send a job twice or late; each of these does the work that is due
   trackers are not found again).
 - ``reset_due``: calendar-period resets, by the engine (see
   :func:`reset_due`).
+- ``repair_indexes``: re-add every group with work, expiring or periodic
+  trackers to the Redis cache's cross-group indexes (additions only).
 
 Logging: a run that did something logs one INFO line saying what; an idle
 run logs at DEBUG. Celery's own "received"/"succeeded" lines for these
@@ -140,3 +142,18 @@ def reset_due(self: TrackingTask) -> Any:
     publish_now(events)
     _summary(bool(events), "reset_due: %d periodic tracker(s) reset", len(events))
     return {"supported": True, "reset": len(events)}
+
+
+@app.task(base=TrackingTask, bind=True, name="tasks.repair_indexes", ignore_result=True)  # type: ignore[untyped-decorator]
+def repair_indexes(self: TrackingTask) -> int:
+    """Rebuild the cache's cross-group index entries from its groups; returns groups seen.
+
+    A backstop: an index write lost with the client that was to send it
+    (see ``tracking.cache.redis.indexes``) delays that group's flush,
+    outbox drain, expiry or period reset until this runs. Idempotent (it
+    only adds entries that are due). A cache without such indexes: 0.
+    """
+    repair = getattr(runtime.get_manager().data_cache, "repair_indexes", None)
+    seen = int(repair()) if callable(repair) else 0
+    _summary(False, "repair_indexes: %d group(s) checked", seen)
+    return seen

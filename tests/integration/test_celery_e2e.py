@@ -8,11 +8,14 @@ them once when they are redelivered (on a Redis broker, except kombu's
 documented pop-then-record window).
 
 Runs against the embedded Redis broker, the machine's Redis and RabbitMQ
-(see ``tests.support.celery_env`` for the isolation of each).
+(see ``tests.support.celery_env`` for the isolation of each); the first
+flow also with a local Redis Cluster as the cache and RabbitMQ quorum
+queues.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ import pytest
 
 import tasks.tracking as tasks_tracking
 from celery_app import configure, handlers, runtime
-from celery_app.celeryconfig import QUEUE_EVENTS
+from celery_app.celeryconfig import QUEUE_EVENTS, QUEUES
 from cli.procs import celery_command
 from tasks import add_trackers, dispatch_event, drain_outbox, flush_dirty, track, track_many
 from tasks.events import publish_now
@@ -63,6 +66,28 @@ def _progress(group_id: str) -> dict[str, float]:
 
 
 def test_track_end_to_end_handler_runs_once(dep: Deployment) -> None:
+    _end_to_end(dep)
+
+
+def test_cluster_cache_with_rabbitmq_quorum_queues(cluster_redis_url: str, tmp_path: Path) -> None:
+    """The same flow with a Redis Cluster cache (``redis+cluster://``: worker, beat and
+    this process) and RabbitMQ quorum queues (publisher confirms on)."""
+    for dep in _deploy(
+        "rabbitmq-cluster", tmp_path, redis_url=cluster_redis_url, rabbitmq_quorum_queues=True
+    ):
+        _end_to_end(dep)
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "-p", dep.vhost, "name", "type"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        types = dict(line.split()[:2] for line in listed.splitlines() if line.strip())
+        assert {types[q] for q in QUEUES} == {"quorum"}, listed
+
+
+def _end_to_end(dep: Deployment) -> None:
     dep.start_worker()
     dep.start("beat", celery_command("beat", "-l", "INFO"))
     add_trackers.delay("u1", [_logins().to_spec(), _spend().to_spec()])

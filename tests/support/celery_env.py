@@ -18,6 +18,10 @@ Brokers:
 - ``rabbitmq``: the machine's RabbitMQ, in a vhost created for the
   deployment (``rabbitmqctl``) and deleted afterwards; the cache is the
   machine's Redis as above.
+- ``rabbitmq-cluster``: RabbitMQ as above, the cache a Redis Cluster whose
+  ``redis+cluster://`` URL the caller passes as ``redis_url`` (the
+  ``cluster_redis_url`` fixture); teardown deletes the prefix's keys on
+  every primary.
 
 Everything listens on localhost only and every process is stopped (warm
 shutdown, SIGKILL after 45 s) at teardown. A deployment whose services are
@@ -45,6 +49,8 @@ import redis
 from celery_app import runtime
 from cli import procs
 from config.settings import Settings
+from tracking.cache.redis import RedisDataCache
+from tracking.cache.redis.client import client_from_url, is_cluster_url
 from tracking.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,12 +109,13 @@ class Deployment:
     env: dict[str, str]
     settings: Settings
     cache_url: str
+    vhost: str | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
 
-    def redis(self) -> redis.Redis:
-        """A client on the cache's Redis."""
-        return redis.Redis.from_url(self.cache_url)
+    def redis(self) -> Any:
+        """A client on the cache's Redis (a ``RedisCluster`` for a cluster)."""
+        return client_from_url(self.cache_url)
 
     def key(self, *parts: str) -> str:
         """A service key (as ``celery_app.runtime.key`` builds it in the workers)."""
@@ -221,7 +228,7 @@ def available(kind: str) -> str | None:
     """None when ``kind`` can run here, else why not."""
     if kind in ("redis", "rabbitmq") and not _redis_answers(MACHINE_REDIS_URL):
         return f"no Redis answers at {MACHINE_REDIS_URL} (set TRACKING_TEST_REDIS_URL)"
-    if kind == "rabbitmq":
+    if kind in ("rabbitmq", "rabbitmq-cluster"):
         if not port_open(RABBIT_HOST, RABBIT_PORT):
             return "no RabbitMQ on 127.0.0.1:5672"
         if shutil.which("rabbitmqctl") is None:
@@ -276,26 +283,27 @@ def deployment(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Deployme
                 **values.get("broker_transport_options", {}),
                 "global_keyprefix": f"{prefix}:kombu:",
             }
-        elif kind == "rabbitmq":
+        elif kind in ("rabbitmq", "rabbitmq-cluster"):
             vhost = f"trk-test-{prefix}"
             _rabbitmqctl("add_vhost", vhost)
             _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-            cache_url = machine_url
-            values["redis_url"] = machine_url
+            if kind == "rabbitmq":
+                values["redis_url"] = machine_url
+            cache_url = machine_url = str(values["redis_url"])
             values["broker_url"] = f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
         else:
             raise ValueError(kind)
         env = procs.settings_env(**values)
         env["PYTHONPATH"] = str(REPO)
         settings = Settings(**{k: v for k, v in values.items()})
-        dep = Deployment(kind, data_dir, prefix, env, settings, cache_url)
+        dep = Deployment(kind, data_dir, prefix, env, settings, cache_url, vhost)
         try:
             yield dep
         finally:
             dep.stop_all()
             _reset_test_process()
     finally:
-        if kind in ("redis", "rabbitmq"):
+        if kind in ("redis", "rabbitmq", "rabbitmq-cluster"):
             _delete_prefix(machine_url, prefix)
         if vhost is not None:
             with contextlib.suppress(subprocess.SubprocessError, OSError):
@@ -309,6 +317,13 @@ def _reset_test_process() -> None:
 
 
 def _delete_prefix(url: str, prefix: str) -> None:
+    if is_cluster_url(url):  # the cache's flush walks every primary
+        cache = RedisDataCache(url, prefix)
+        try:
+            cache.flush()
+        finally:
+            cache.close()
+        return
     client = redis.Redis.from_url(url)
     try:
         batch: list[bytes] = []

@@ -48,6 +48,7 @@ def test_config_is_json_only_acks_late_and_routes_by_role() -> None:
         "tasks.drain_outbox",
         "tasks.expire_sweep",
         "tasks.reset_due",
+        "tasks.repair_indexes",
     }
 
 
@@ -65,6 +66,31 @@ def test_redis_visibility_timeout_stays_above_the_retry_backoff() -> None:
     assert options["global_keyprefix"] == "x:"
     # a worker killed while restoring must not hold back redeliveries for 5 minutes
     assert options["unacked_mutex_expire"] == 30
+
+
+def test_quorum_queues_are_a_setting_with_publisher_confirms() -> None:
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+    classic = build_config(Settings(broker_url=amqp))
+    assert all(not q.queue_arguments for q in classic["task_queues"])
+    assert classic["task_default_queue_type"] == "classic"
+    conf = build_config(Settings(broker_url=amqp, rabbitmq_quorum_queues=True))
+    assert {q.name for q in conf["task_queues"]} == set(QUEUES)
+    assert all(q.queue_arguments == {"x-queue-type": "quorum"} for q in conf["task_queues"])
+    assert conf["task_default_queue_type"] == "quorum"
+    assert conf["broker_transport_options"]["confirm_publish"] is True
+    # a Redis broker has no queue types: the setting changes nothing there
+    redis_conf = build_config(Settings(broker_url="redis://x/1", rabbitmq_quorum_queues=True))
+    assert all(not q.queue_arguments for q in redis_conf["task_queues"])
+
+
+def test_a_cluster_cache_needs_a_named_broker() -> None:
+    from tracking.errors import TrackingValueError
+
+    cluster = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+    with pytest.raises(TrackingValueError, match="TRACKING_BROKER_URL"):
+        build_config(Settings(redis_url=cluster))
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+    assert build_config(Settings(redis_url=cluster, broker_url=amqp))["broker_url"] == amqp
 
 
 # -- handler registry ------------------------------------------------------------
