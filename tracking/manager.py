@@ -429,12 +429,15 @@ class TrackingManager(GroupAccess):
     def sweep_expired(self, limit: int = 1000) -> list[TrackerEvent]:
         """Remove expired trackers, persist that, fire and return EXPIRED events."""
         source_id = uuid.uuid4().hex
-        expired = self.data_cache.expire(source_id, limit=limit)
+        # One clock reading for the sweep and the events: the outbox records
+        # carry it too, so a payload published from these events (the
+        # expire_sweep task does) equals the one a drain would publish.
+        now = self.data_cache.now()
+        expired = self.data_cache.expire(source_id, now=now, limit=limit)
         events: list[TrackerEvent] = []
         by_group: dict[str, list[tuple[CachedTracker, Fired]]] = defaultdict(list)
         for group_id, cached, fired in expired:
             by_group[group_id].append((cached, fired))
-        now = self.data_cache.now()
         for group_id, items in by_group.items():
             self._forget(group_id)
             try:

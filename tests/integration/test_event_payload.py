@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,33 @@ def test_track_and_drain_publish_identical_payloads(cache: DataCache) -> None:
     )
     assert all(e["limiter"] is None for e in published if e["event"] != "LIMITED")
     assert manager.outbox() == []
+
+
+def test_expire_sweep_and_drain_publish_identical_payloads(cache: DataCache) -> None:
+    # The expire_sweep task publishes the EXPIRED events sweep_expired returns
+    # at once; a drain would publish the same outbox records.
+    manager = TrackingManager(cache, MemoryDataStore())
+    trial = CountTracker("trial", [KeyValueEQ("kind", "x")], [2, 4])
+    manager.add_tracker("expiring-g", trial, expire_at=int(cache.now()) + 1)
+    manager.track("expiring-g", {"kind": "x"})
+    manager.ack_outbox(manager.outbox(limit=1000))
+    events: list[TrackerEvent] = []
+    deadline = time.monotonic() + 30
+    while not events and time.monotonic() < deadline:
+        events = manager.sweep_expired()
+        time.sleep(0.2)
+    assert [e.code_name for e in events] == ["EXPIRED"]
+    drained: list[dict[str, Any]] = []
+    drain(manager, lambda _name, event: drained.append(json.loads(json.dumps(event))))
+    published: list[dict[str, Any]] = []
+    publish_fired(
+        manager, lambda _name, event: published.append(json.loads(json.dumps(event))), events
+    )
+    assert len(drained) == len(published) == 1
+    for field in [*FIELDS, "limiter"]:
+        assert published[0][field] == drained[0][field], field
+        assert type(published[0][field]) is type(drained[0][field]), field
+    assert (drained[0]["stage"], drained[0]["progress"]) == (0, 1)
 
 
 def _readme_payloads() -> dict[str, dict[str, Any]]:
