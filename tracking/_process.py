@@ -1,5 +1,6 @@
 """Process helpers shared by the file store (stale temp files), the embedded Redis
-and the command line's child processes (``cli.procs``)."""
+and the command line's child processes (``cli.procs``): liveness, a warm stop,
+and children tied to their parent's life by a parent-death signal."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import contextlib
 import ctypes
 import functools
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -82,3 +89,67 @@ def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return setup
+
+
+class _Spawner:
+    """One daemon thread per process that forks servers off the main thread.
+
+    `PR_SET_PDEATHSIG` fires when the forking *thread* exits; a server
+    started from a short-lived thread would die with that thread. Forking
+    from a thread that lives as long as the process fixes that.
+    """
+
+    _lock = threading.Lock()
+    _jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def call(cls, job: Callable[[], _T]) -> _T:
+        """Run `job` on the spawner thread and return its result."""
+        with cls._lock:
+            if cls._thread is None or not cls._thread.is_alive():  # new, or lost in a fork
+                cls._jobs = queue.SimpleQueue()
+                cls._thread = threading.Thread(
+                    target=cls._loop, args=(cls._jobs,), name="tracking-redis-spawner", daemon=True
+                )
+                cls._thread.start()
+            jobs = cls._jobs
+        assert jobs is not None
+        future: Future[_T] = Future()
+        jobs.put((job, future))
+        return future.result()
+
+    @staticmethod
+    def _loop(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        while True:
+            job, future = jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+
+def spawn_tied(cmd: list[str], *, cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `cmd` as a child that gets SIGTERM when this process dies."""
+
+    def popen() -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log:
+            return subprocess.Popen(  # fixed argv, no shell
+                cmd,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                # Own session: a Ctrl-C meant for the owner's terminal must not
+                # stop the server under the owner's feet; it dies with the owner.
+                start_new_session=True,
+                # The hook only calls prctl and getppid (no locks, no imports),
+                # which is safe in a child forked from a threaded process.
+                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509
+            )
+
+    if threading.current_thread() is threading.main_thread():
+        return popen()
+    return _Spawner.call(popen)

