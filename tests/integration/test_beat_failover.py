@@ -8,8 +8,9 @@ and sends the periodic jobs, which land in the broker's ``maintenance``
 queue. No worker is needed: the jobs stay queued and the deployment's
 prefix is deleted at teardown.
 
-Only the positive signals are asserted (who logged that it holds the lock
-and sends, how the queue grows), each with a generous bounded wait.
+Only positive signals are asserted (which beat logged that it took the
+lock, the queue growing while that beat lives), each with a generous
+bounded wait.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 LOCK_TIMEOUT = 10
 ACQUIRED = "Acquired lock"
-SENDING = "Sending due task"
 
 
 @pytest.fixture
@@ -68,14 +68,15 @@ def _queued(dep: Deployment) -> int:
 
 
 def test_standby_beat_takes_over_when_the_active_one_dies(dep: Deployment) -> None:
+    # Beat logs its maintenance sends at DEBUG, so the sends are seen in the queue.
     first = _start_beat(dep, "beat-a")
     wait_until(
-        lambda: SENDING in dep.log("beat-a") or first.poll() is not None,
+        lambda: ACQUIRED in dep.log("beat-a") or first.poll() is not None,
         120,
-        "the first beat to take the lock and send",
+        "the first beat to take the lock",
     )
     assert first.poll() is None, dep.log("beat-a")[-3000:]
-    assert ACQUIRED in dep.log("beat-a")
+    wait_until(lambda: _queued(dep) >= 3, 120, "the first beat's jobs in the queue")
 
     second = _start_beat(dep, "beat-b")
     wait_until(
@@ -84,26 +85,20 @@ def test_standby_beat_takes_over_when_the_active_one_dies(dep: Deployment) -> No
         "the second beat to start",
     )
     # While the first one lives, the second one waits for the lock; the first keeps sending.
-    sent_by_first = dep.log("beat-a").count(SENDING)
-    wait_until(
-        lambda: dep.log("beat-a").count(SENDING) >= sent_by_first + 5,
-        120,
-        "the first beat to keep sending",
-    )
+    queued = _queued(dep)
+    wait_until(lambda: _queued(dep) >= queued + 5, 120, "the first beat to keep sending")
     assert second.poll() is None, dep.log("beat-b")[-3000:]
     assert ACQUIRED not in dep.log("beat-b")
-    assert SENDING not in dep.log("beat-b")
 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    queued_at_kill = _queued(dep)
 
     wait_until(
-        lambda: dep.log("beat-b").count(SENDING) >= 3 or second.poll() is not None,
+        lambda: ACQUIRED in dep.log("beat-b") or second.poll() is not None,
         180,
-        "the standby beat to take over and send",
+        "the standby beat to take the lock",
     )
     assert second.poll() is None, dep.log("beat-b")[-3000:]
-    assert ACQUIRED in dep.log("beat-b")
-    wait_until(lambda: _queued(dep) > queued_at_kill, 60, "new jobs in the maintenance queue")
+    queued = _queued(dep)  # the first beat is dead: what arrives now, the second one sent
+    wait_until(lambda: _queued(dep) >= queued + 3, 120, "the standby beat's jobs in the queue")

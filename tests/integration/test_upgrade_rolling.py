@@ -12,16 +12,30 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
+from tests.support.redis_fixtures import redis_client
 from tracking import CountTracker, KeyValueEQ, MemoryDataStore, RedisDataCache, TrackingManager
 from tracking.cache.redis import _load_sources
 
 pytestmark = pytest.mark.redis
 
 GROUP = "user-1"
+
+
+def _libraries(client: Any) -> set[str]:
+    """``FUNCTION LIST LIBRARYNAME trk_*`` (the guide's command), on every primary of a cluster."""
+    command = ("FUNCTION", "LIST", "LIBRARYNAME", "trk_*")
+    if isinstance(client, RedisCluster):
+        replies = [client.execute_command(*command, target_nodes=n) for n in client.get_primaries()]
+    else:
+        replies = [client.execute_command(*command)]
+    # redis-py parses each library into a dict
+    return {entry[b"library_name"].decode() for reply in replies for entry in reply}
 
 
 def test_old_and_new_scripts_share_a_group_during_a_rolling_upgrade(
@@ -32,7 +46,7 @@ def test_old_and_new_scripts_share_a_group_during_a_rolling_upgrade(
     lib, bodies = _load_sources()
     new._set_sources(lib + f"\n-- next release {uuid.uuid4().hex}\n", bodies)
     assert new._library != old._library
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     store = MemoryDataStore()
     workers = [TrackingManager(old, store), TrackingManager(new, store)]
     try:
@@ -48,14 +62,14 @@ def test_old_and_new_scripts_share_a_group_during_a_rolling_upgrade(
             (tracker,) = manager.get_trackers(GROUP, "paid")
             assert tracker.progress == 30 and tracker.target == 50
         if old._functions and new._functions:  # Redis >= 7: two libraries side by side
-            # the guide's command; redis-py parses each library into a dict
-            reply = client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", "trk_*")
-            listed = {entry[b"library_name"].decode() for entry in reply}
-            assert {old._library, new._library} <= listed
+            assert {old._library, new._library} <= _libraries(client)
     finally:
         # The "new" library is this test's own; the old one is the product's (shared).
-        with contextlib.suppress(redis.ResponseError):
-            client.execute_command("FUNCTION", "DELETE", new._library)
+        nodes = client.get_primaries() if isinstance(client, RedisCluster) else [None]
+        for node in nodes:
+            where = {} if node is None else {"target_nodes": node}
+            with contextlib.suppress(redis.ResponseError):  # not loaded there, or Redis < 7
+                client.execute_command("FUNCTION", "DELETE", new._library, **where)
         old.close()
         new.close()
         client.close()
