@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: publish(handler_name, event_dict)
 Publisher = Callable[[str, dict[str, Any]], None]
+#: Told the events of each batch handed on (the dashboard's recent-events record).
+Recorder = Callable[[list[dict[str, Any]]], None]
 
 #: Lock lifetime: a drain that takes longer lets another one start (which is
 #: safe, only wasteful: at-least-once either way).
@@ -69,7 +71,10 @@ class DrainReport:
 
 
 def publish_fired(
-    manager: TrackingManager, publish: Publisher, events: Sequence[TrackerEvent]
+    manager: TrackingManager,
+    publish: Publisher,
+    events: Sequence[TrackerEvent],
+    record: Recorder | None = None,
 ) -> int:
     """Publish events this process just fired, then ack their outbox entries.
 
@@ -78,14 +83,18 @@ def publish_fired(
     record the outbox holds, so it equals what a drain would publish. A
     drain running at the same moment may publish some of them too
     (at-least-once, deduped by ``dispatch_event``). Returns the number of
-    tasks published.
+    tasks published. ``record`` is told the payloads once they were published.
     """
     published = 0
+    payloads = []
     for event in events:
         data = event_payload(event)
         for name in handlers.handlers_for(event.code):
             publish(name, data)
             published += 1
+        payloads.append(data)
+    if record is not None:
+        record(payloads)
     manager.ack_events(events)
     return published
 
@@ -98,6 +107,7 @@ def drain(
     lock_name: str = "",
     batch: int = DEFAULT_BATCH,
     max_entries: int = DEFAULT_MAX_ENTRIES,
+    record: Recorder | None = None,
 ) -> DrainReport:
     """Publish up to ``max_entries`` outbox entries to their handlers, then ack them.
 
@@ -109,11 +119,11 @@ def drain(
     the holder sees the mark, or the lock was already free when the caller
     tried it, so no entry waits for beat's next drain. A publish error
     propagates before the batch is acknowledged: the batch stays in the
-    outbox.
+    outbox. ``record`` is told each batch's events once they were published.
     """
     report = DrainReport()
     if lock_client is None:
-        _drain_batches(manager, publish, batch, max_entries, report)
+        _drain_batches(manager, publish, batch, max_entries, report, record)
         return report
     pending = f"{lock_name}:pending"
     lock_client.set(pending, b"1", ex=LOCK_TIMEOUT_SECONDS)
@@ -124,7 +134,7 @@ def drain(
             return report
         try:
             lock_client.delete(pending)
-            _drain_batches(manager, publish, batch, max_entries, report)
+            _drain_batches(manager, publish, batch, max_entries, report, record)
         finally:
             try:
                 lock.release()
@@ -141,11 +151,13 @@ def _drain_batches(
     batch: int,
     max_entries: int,
     report: DrainReport,
+    record: Recorder | None = None,
 ) -> None:
     while report.entries < max_entries:
         entries = manager.outbox(limit=min(batch, max_entries - report.entries))
         if not entries:
             break
+        published: list[dict[str, Any]] = []
         for entry in entries:
             event = record_payload(entry.group_id, entry.entry_id, entry.payload)
             if event is None:
@@ -155,6 +167,9 @@ def _drain_batches(
             for name in handlers.handlers_for(event["code"]):
                 publish(name, event)
                 report.published += 1
+            published.append(event)
             report.by_event[event["event"]] = report.by_event.get(event["event"], 0) + 1
+        if record is not None:
+            record(published)
         manager.ack_outbox(entries)
         report.entries += len(entries)

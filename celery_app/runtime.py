@@ -104,6 +104,11 @@ def redis_client() -> redis.Redis | RedisCluster:
         return _state.redis
 
 
+def service_key(prefix: str, *parts: str) -> str:
+    """A key of the service under ``prefix`` (``<prefix>:svc:...``), for any settings."""
+    return ":".join((prefix, "svc", *parts))
+
+
 def key(*parts: str) -> str:
     """A key of the service, under the configured prefix (``<prefix>:svc:...``)."""
-    return ":".join((settings().key_prefix, "svc", *parts))
+    return service_key(settings().key_prefix, *parts)

@@ -115,6 +115,23 @@ def flower(
     _exec_celery(["flower", f"--port={port}", f"--address={address}", *ctx.args])
 
 
+@app.command()
+def dashboard(
+    host: Annotated[
+        str, typer.Option(help="Listen address (loopback unless credentials are set).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5566,
+) -> None:
+    """The read-only web dashboard (http://HOST:PORT), over the workers' settings."""
+    from dashboard.auth import ExposureError  # noqa: PLC0415 - web stack only here
+    from dashboard.server import serve  # noqa: PLC0415
+
+    try:
+        serve(host, port)
+    except ExposureError as exc:
+        raise _fail(str(exc)) from None
+
+
 # -- administration and replay (cli/admin.py, cli/replay.py) -----------------------
 
 app.command()(admin.add)

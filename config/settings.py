@@ -119,6 +119,19 @@ class Settings(BaseSettings):
         description="redbeat: how long the active beat's lock outlives its last renewal, "
         "i.e. how long a standby waits after the active beat died.",
     )
+    # -- dashboard (dashboard/) ------------------------------------------------
+    dashboard_token: str | None = Field(
+        default=None,
+        description="Bearer token (or basic-auth password) the dashboard requires; needed "
+        "to bind it to a non-loopback address.",
+    )
+    dashboard_user: str | None = Field(default=None, description="Dashboard basic-auth user.")
+    dashboard_password: str | None = Field(
+        default=None, description="Dashboard basic-auth password (with dashboard_user)."
+    )
+    flower_url: str = Field(
+        default="http://127.0.0.1:5555", description="Where the dashboard links to Flower."
+    )
 
     @field_validator("data_dir")
     @classmethod

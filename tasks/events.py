@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from celery_app import handlers, metrics, runtime
+from celery_app import activity, handlers, metrics, runtime
 from celery_app.app import app
 from celery_app.celeryconfig import QUEUE_EVENTS
 from celery_app.outbox import DrainReport, Publisher, drain, publish_fired
@@ -73,6 +73,7 @@ def drain_all() -> DrainReport:
             publish,
             lock_client=runtime.redis_client(),
             lock_name=runtime.key("drain-lock"),
+            record=activity.record_fired,
         )
     if not report.skipped:
         m = metrics.metrics()
@@ -104,7 +105,9 @@ def publish_now(events: Sequence[TrackerEvent]) -> None:
     try:
         handlers.load_handlers(runtime.settings().event_handlers)
         with _publisher() as publish:
-            count = publish_fired(runtime.get_manager(), publish, events)
+            count = publish_fired(
+                runtime.get_manager(), publish, events, record=activity.record_fired
+            )
         metrics.metrics().published.inc(count)
     except Exception:
         logger.warning("publishing fired events failed; drain_outbox will retry", exc_info=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_app import metrics, runtime
+from celery_app import activity, metrics, runtime
 from celery_app.app import app
 from tasks.base import TrackingTask
 from tasks.events import publish_now
@@ -66,6 +66,8 @@ def track(
     result = runtime.get_manager().track(group_id, data, event_id or self.request.id)
     _record(result)
     if not result.duplicate:
+        activity.note_tracked(1, len(result.completed))
+    if not result.duplicate:
         publish_now(result.events)
     return _summary(result)
 
@@ -109,7 +111,7 @@ def track_many(self: TrackingTask, events: list[dict[str, Any]]) -> dict[str, An
     """
     batch = _check_batch(events)
     manager = runtime.get_manager()
-    applied = duplicates = 0
+    applied = duplicates = completions = 0
     rejected: list[str] = []
     fired: list[TrackerEvent] = []
     results = manager.track_many(
@@ -127,7 +129,9 @@ def track_many(self: TrackingTask, events: list[dict[str, Any]]) -> dict[str, An
             duplicates += 1
         else:
             applied += 1
+            completions += len(result.completed)
             fired.extend(result.events)
+    activity.note_tracked(applied, completions)
     publish_now(fired)
     if rejected:
         shown = "; ".join(rejected[:10])

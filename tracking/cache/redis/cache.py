@@ -43,6 +43,7 @@ from tracking.cache.redis.codec import (
     unpack_state,
 )
 from tracking.cache.redis.indexes import IndexedGroups
+from tracking.cache.redis.inspect import InspectedCache
 from tracking.engine import Fired
 from tracking.errors import CacheError, ConflictingNameError, TrackingValueError
 from tracking.events import EVENT_TRACKER_EXPIRED, EVENT_TRACKER_REMOVED, EVENT_TRACKER_RESET
@@ -69,7 +70,7 @@ class _Compiled:
     periodic_rules: str
 
 
-class RedisDataCache(IndexedGroups, DataCache):
+class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
     """A :class:`DataCache` in Redis, shared by every process that uses the same prefix.
 
     ``url_or_client``: a redis-py URL (``redis://``, ``rediss://``,
