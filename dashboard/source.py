@@ -242,6 +242,7 @@ class Source:
         self._count_lock = threading.Lock()
         self._count: tuple[int, float] | None = None
         self._counting = False
+        self._counter: threading.Thread | None = None
 
     @property
     def store(self) -> DataStore:
@@ -387,7 +388,8 @@ class Source:
             stale = current is None or now - current[1] > COUNT_EVERY_SECONDS
             if stale and not self._counting:
                 self._counting = True
-                threading.Thread(target=self._count_groups, daemon=True).start()
+                self._counter = threading.Thread(target=self._count_groups, daemon=True)
+                self._counter.start()
         if current is None:
             return None, None
         return current[0], f"{duration_text(now - current[1])} ago"
@@ -415,6 +417,8 @@ class Source:
         return False
 
     def close(self) -> None:
+        if self._counter is not None:
+            self._counter.join(timeout=30)
         self.cache.close()
         self.client.close()
         if self._store is not None:
