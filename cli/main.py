@@ -118,16 +118,28 @@ def flower(
 @app.command()
 def dashboard(
     host: Annotated[
-        str, typer.Option(help="Listen address (loopback unless credentials are set).")
+        str, typer.Option(help="Listen address (only loopback unless credentials are set).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5566,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Override TRACKING_DATA_DIR (e.g. a kept demo's).")
+    ] = None,
+    key_prefix: Annotated[
+        str | None, typer.Option(help="Override TRACKING_KEY_PREFIX (the demo uses 'demo').")
+    ] = None,
 ) -> None:
     """The read-only web dashboard (http://HOST:PORT), over the workers' settings."""
+    from config.settings import Settings  # noqa: PLC0415
     from dashboard.auth import ExposureError  # noqa: PLC0415 - web stack only here
     from dashboard.server import serve  # noqa: PLC0415
 
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if key_prefix is not None:
+        overrides["key_prefix"] = key_prefix
     try:
-        serve(host, port)
+        serve(host, port, Settings(**overrides))
     except ExposureError as exc:
         raise _fail(str(exc)) from None
 

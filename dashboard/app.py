@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dashboard.auth import AuthMiddleware, Credentials
+from dashboard.describe import time_text
 from tracking.errors import BackendError, TrackingError
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = _number
+    env.filters["when"] = time_text
     env.filters["group_url"] = lambda group_id: "/groups/" + quote(str(group_id), safe="")
     return env
 

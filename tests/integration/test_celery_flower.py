@@ -27,8 +27,8 @@ import pytest
 from celery_app import configure, runtime
 from cli.procs import celery_command
 from tasks import noop, track
+from tests.support.browser import chromium, chromium_args
 from tests.support.celery_env import (
-    REPO,
     Deployment,
     available,
     deployment,
@@ -112,36 +112,11 @@ def test_flower_api_lists_worker_and_track_tasks(flower: tuple[Deployment, str])
     )
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        subprocess.run(["bash", str(REPO / ".ci" / "chromium-setup.sh")], check=True, timeout=900)
-        found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found is not None, "chromium is missing and .ci/chromium-setup.sh did not install it"
-    return found
-
-
-def _chromium_args(profile: Path) -> list[str]:
-    return [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,900",
-        "--virtual-time-budget=10000",
-    ]
-
-
 def test_flower_tasks_page_in_headless_chromium(
     flower: tuple[Deployment, str], tmp_path: Path
 ) -> None:
     _, base = flower
-    browser = _chromium()
+    browser = chromium()
     ids = _send_tracks(12)
     wait_until(
         lambda: set(ids) <= set(_get(f"{base}/api/tasks?taskname=tasks.track") or {}),
@@ -150,7 +125,7 @@ def test_flower_tasks_page_in_headless_chromium(
     )
     url = f"{base}/tasks"
     dom = subprocess.run(
-        [browser, *_chromium_args(tmp_path / "profile-dom"), "--dump-dom", url],
+        [browser, *chromium_args(tmp_path / "profile-dom"), "--dump-dom", url],
         capture_output=True,
         text=True,
         timeout=120,
@@ -159,7 +134,7 @@ def test_flower_tasks_page_in_headless_chromium(
     assert "tasks.track" in dom
     shot = tmp_path / "flower-tasks.png"
     subprocess.run(
-        [browser, *_chromium_args(tmp_path / "profile-shot"), f"--screenshot={shot}", url],
+        [browser, *chromium_args(tmp_path / "profile-shot"), f"--screenshot={shot}", url],
         capture_output=True,
         timeout=120,
         check=True,

@@ -109,7 +109,9 @@ def test_group_page_shows_trackers_stages_limiters_periods_and_flags(
 ) -> None:
     manager.add_tracker(
         "user-42",
-        CountTracker("paid-orders", [KeyValueEQ("status", "paid")], [2, 5], limiters=[CountLimiter(10)]),
+        CountTracker(
+            "paid-orders", [KeyValueEQ("status", "paid")], [2, 5], limiters=[CountLimiter(10)]
+        ),
     )
     manager.add_tracker(
         "user-42",
@@ -184,9 +186,7 @@ def test_group_page_reports_which_handlers_ran(
     r.close()
     response = client.get("/groups/u7")
     assert response.status_code == 200
-    row = next(
-        part for part in response.text.split("<tr>") if completed.event_id in part
-    )
+    row = next(part for part in response.text.split("<tr>") if completed.event_id in part)
     assert "ALL_COMPLETED" in row
     assert re.search(re.escape(REWARD) + r"</code>\s*<span[^>]*>done<", row)
     assert re.search(re.escape(EVERY) + r"</code>\s*<span[^>]*>running<", row)
@@ -252,7 +252,9 @@ def test_track_task_feeds_the_per_minute_counter(
     assert sum(int(v) for k, v in counts.items() if k.startswith(b"t:")) == 2
 
 
-def test_search_redirects_and_unknown_or_bad_groups(client: TestClient, manager: TrackingManager) -> None:
+def test_search_redirects_and_unknown_or_bad_groups(
+    client: TestClient, manager: TrackingManager
+) -> None:
     response = client.get("/search", params={"group": " a/b?c "}, follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"] == "/groups/a%2Fb%3Fc"
@@ -315,9 +317,7 @@ def test_token_is_required_when_configured(settings: Settings, source: Source) -
 
 
 def test_basic_auth_user_and_password(settings: Settings, source: Source) -> None:
-    secured = settings.model_copy(
-        update={"dashboard_user": "ops", "dashboard_password": "pa:ss"}
-    )
+    secured = settings.model_copy(update={"dashboard_user": "ops", "dashboard_password": "pa:ss"})
     client = TestClient(create_app(secured, source=source))
     assert client.get("/").status_code == 401
     assert client.get("/", headers=_basic("ops", "wrong")).status_code == 401

@@ -27,7 +27,9 @@ from tracking.conditions import (
 
 def test_conditions_in_words() -> None:
     assert describe_condition(KeyValueEQ("status", "paid").to_spec()) == 'status is "paid"'
-    assert describe_condition(KeyValueGE("order.total", 50).to_spec()) == "order.total is at least 50"
+    assert (
+        describe_condition(KeyValueGE("order.total", 50).to_spec()) == "order.total is at least 50"
+    )
     assert describe_condition(KeyExists("coupon").to_spec()) == "coupon is present"
     assert (
         describe_condition(KeyValueContained("note", "VIP", case_sensitive=False).to_spec())

@@ -17,6 +17,8 @@ from tracking.cache.redis.codec import F_DIRTY, _decode_hash, _pairs, _s, dec_nu
 
 #: Oldest work-index entries whose dirty flag and outbox are checked by default.
 DEFAULT_SAMPLE = 200
+#: Groups with work listed by :meth:`InspectedCache.index_summary`.
+SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class IndexSummary:
     outbox_groups: int
     outbox_entries: int
     oldest_dirty: float | None
+    #: up to ``SHOWN`` of the oldest checked groups with work: (group id, first touch,
+    #: dirty, outbox entries)
+    oldest_groups: list[tuple[str, float, bool, int]] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -123,20 +128,24 @@ class InspectedCache:
         checked = oldest[:sample] if sample > 0 else []
         dirty = outbox_groups = outbox_entries = 0
         oldest_dirty: float | None = None
+        shown: list[tuple[str, float, bool, int]] = []
         if checked:
             views: list[tuple[Any, ...]] = []
             for _, group_id in checked:
                 keys = self._group_keys(group_id)
                 views += [("HEXISTS", keys[1], F_DIRTY), ("HLEN", keys[4])]
             flags = self._execute(views)
-            for i, (score, _) in enumerate(checked):
-                if flags[2 * i]:
+            for i, (score, group_id) in enumerate(checked):
+                is_dirty = bool(flags[2 * i])
+                pending = int(flags[2 * i + 1])
+                if is_dirty:
                     dirty += 1
                     oldest_dirty = score if oldest_dirty is None else min(oldest_dirty, score)
-                pending = int(flags[2 * i + 1])
                 if pending:
                     outbox_groups += 1
                     outbox_entries += pending
+                if (is_dirty or pending) and len(shown) < SHOWN:
+                    shown.append((group_id, score, is_dirty, pending))
         return IndexSummary(
             work_groups=work,
             expiring_groups=expiring,
@@ -147,6 +156,7 @@ class InspectedCache:
             outbox_groups=outbox_groups,
             outbox_entries=outbox_entries,
             oldest_dirty=oldest_dirty,
+            oldest_groups=shown,
         )
 
     def count_groups(self) -> int:
