@@ -6,6 +6,8 @@
 ``tracking worker`` / ``tracking beat`` / ``tracking flower``
     ``celery -A celery_app ...`` with the product's queues and defaults;
     the process is replaced by celery (signals reach it directly).
+``tracking dashboard``
+    The read-only web dashboard (:mod:`dashboard`) on 127.0.0.1:5566.
 ``tracking add|show|reset|remove``
     Administration of a running deployment, see :mod:`cli.admin`.
 ``tracking replay events.jsonl``
@@ -29,7 +31,7 @@ from typing import Annotated
 import typer
 
 from cli import admin, replay
-from cli.errors import exit_codes_help, guard
+from cli.errors import CliError, ExitCode, exit_codes_help, guard
 
 HELP = f"Condition-based progress tracking on Celery.\n\n{exit_codes_help()}"
 
@@ -129,19 +131,20 @@ def dashboard(
     ] = None,
 ) -> None:
     """The read-only web dashboard (http://HOST:PORT), over the workers' settings."""
-    from config.settings import Settings  # noqa: PLC0415
-    from dashboard.auth import ExposureError  # noqa: PLC0415 - web stack only here
-    from dashboard.server import serve  # noqa: PLC0415
+    with guard():
+        from config.settings import Settings  # noqa: PLC0415
+        from dashboard.auth import ExposureError  # noqa: PLC0415 - web stack only here
+        from dashboard.server import serve  # noqa: PLC0415
 
-    overrides: dict[str, Any] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if key_prefix is not None:
-        overrides["key_prefix"] = key_prefix
-    try:
-        serve(host, port, Settings(**overrides))
-    except ExposureError as exc:
-        raise _fail(str(exc)) from None
+        overrides: dict[str, object] = {}
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        if key_prefix is not None:
+            overrides["key_prefix"] = key_prefix
+        try:
+            serve(host, port, Settings(**overrides))  # type: ignore[arg-type]
+        except ExposureError as exc:
+            raise CliError(ExitCode.USAGE, str(exc)) from None
 
 
 # -- administration and replay (cli/admin.py, cli/replay.py) -----------------------
