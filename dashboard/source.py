@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from celery_app import activity, handlers
 from celery_app.runtime import service_key
@@ -36,6 +37,7 @@ from dashboard.describe import (
 )
 from tracking._validate import check_name
 from tracking.cache.base import CachedTracker
+from tracking.cache.redis.client import client_from_url
 from tracking.cache.redis.inspect import IndexSummary
 from tracking.errors import TrackingError
 from tracking.events import EVENT_CODES, EVENT_NAMES
@@ -225,14 +227,14 @@ class Source:
         *,
         cache: RedisDataCache | None = None,
         store: DataStore | None = None,
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
         flower_url: str | None = None,
     ) -> None:
         self.settings = settings
         self.prefix = settings.key_prefix
         self.cache: RedisDataCache = cache or cache_from_settings(settings)  # type: ignore[assignment]
         self._store = store
-        self.client = client or redis.Redis.from_url(redis_url(settings))
+        self.client = client or client_from_url(redis_url(settings))
         self.flower_url = flower_url
         self.handler_error: str | None = None
         try:
