@@ -37,7 +37,7 @@ from tasks import (
     track_many,
     update_tracker,
 )
-from tests.support.celery_env import Deployment, available, deployment, wait_until
+from tests.support.celery_env import Deployment, deployment, require, wait_until
 from tracking import AccumulationTracker, CountTracker, KeyValueEQ
 from tracking._validate import MAX_NUMBER
 from tracking.errors import TrackingError
@@ -109,9 +109,7 @@ def _ok_number(value: object) -> bool:
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    reason = available("redis")
-    if reason is not None:
-        pytest.skip(reason)
+    require("redis")
     with deployment("redis", tmp_path_factory.mktemp("fuzz")) as dep:
         configure(dep.settings)
         manager = runtime.get_manager()

@@ -25,7 +25,7 @@ import pytest
 
 from celery_app import configure, runtime
 from tasks import track
-from tests.support.celery_env import Deployment, available, deployment, wait_until
+from tests.support.celery_env import Deployment, deployment, require, wait_until
 from tracking import CountTracker, KeyValueEQ
 
 pytestmark = [pytest.mark.redis]
@@ -35,9 +35,7 @@ EVENTS = 300
 
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Deployment]:
-    reason = available("redis")
-    if reason is not None:
-        pytest.skip(reason)
+    require("redis")
     with deployment(
         "redis",
         tmp_path,

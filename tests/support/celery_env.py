@@ -112,6 +112,8 @@ class Deployment:
     vhost: str | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
+    #: The embedded Redis this test process owns (kind ``embedded``), to restart it.
+    embedded: EmbeddedRedis | None = None
 
     def redis(self) -> Any:
         """A client on the cache's Redis (a ``RedisCluster`` for a cluster)."""
@@ -296,7 +298,9 @@ def deployment(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Deployme
         env = procs.settings_env(**values)
         env["PYTHONPATH"] = str(REPO)
         settings = Settings(**{k: v for k, v in values.items()})
-        dep = Deployment(kind, data_dir, prefix, env, settings, cache_url, vhost)
+        dep = Deployment(
+            kind, data_dir, prefix, env, settings, cache_url, vhost, embedded=server
+        )
         try:
             yield dep
         finally:
