@@ -22,10 +22,12 @@ default level the worker log shows real work only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
+import redis.exceptions
 from celery.utils.log import get_task_logger
 
 from celery_app import metrics, runtime
@@ -35,6 +37,8 @@ from tasks.events import drain_all, publish_now
 
 #: Groups (or trackers) handled by one run; the rest waits for the next run.
 BATCH_LIMIT = 1000
+#: A flush pass older than this no longer holds off the next one.
+FLUSH_LOCK_SECONDS = 300
 
 logger = get_task_logger(__name__)
 
@@ -52,7 +56,30 @@ def _summary(did_something: bool, message: str, *args: object) -> None:
     max_retries=MAINTENANCE_MAX_RETRIES,
 )  # type: ignore[untyped-decorator]
 def flush_dirty(self: TrackingTask, limit: int = BATCH_LIMIT) -> dict[str, Any]:
-    """One write-behind pass over up to ``limit`` dirty groups."""
+    """One write-behind pass over up to ``limit`` dirty groups; skipped while another runs.
+
+    One pass at a time (a Redis lock, expiring after ``FLUSH_LOCK_SECONDS``
+    should its holder die): during a store outage each pass waits out the
+    store's timeouts, and beat keeps sending one per interval; without the
+    lock those passes would occupy every pool process and starve ``track``
+    (seen: tracking stalled for minutes during a 10 s Mongo outage). A
+    skipped pass loses nothing: the running one or the next one flushes.
+    """
+    lock = runtime.redis_client().lock(
+        runtime.key("flush-lock"), timeout=FLUSH_LOCK_SECONDS, blocking=False
+    )
+    if not lock.acquire(blocking=False):
+        logger.debug("flush_dirty: another pass is running; skipped")
+        return {"skipped": True}
+    try:
+        return _flush_pass(limit)
+    finally:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            lock.release()  # LockNotOwnedError (expired meanwhile) is a RedisError too
+
+
+def _flush_pass(limit: int) -> dict[str, Any]:
+    """The pass itself, with its metrics and one log line when it did something."""
     start = time.monotonic()
     report = runtime.get_manager().flush_dirty(limit)
     m = metrics.metrics()

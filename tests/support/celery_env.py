@@ -298,9 +298,7 @@ def deployment(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Deployme
         env = procs.settings_env(**values)
         env["PYTHONPATH"] = str(REPO)
         settings = Settings(**{k: v for k, v in values.items()})
-        dep = Deployment(
-            kind, data_dir, prefix, env, settings, cache_url, vhost, embedded=server
-        )
+        dep = Deployment(kind, data_dir, prefix, env, settings, cache_url, vhost, embedded=server)
         try:
             yield dep
         finally:
