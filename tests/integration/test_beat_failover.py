@@ -48,10 +48,14 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
 
 
 def _start_beat(dep: Deployment, name: str) -> subprocess.Popen[bytes]:
-    """``tracking beat`` in its own session (so a SIGKILL takes exactly it)."""
+    """``tracking beat`` in its own session (so a SIGKILL takes exactly it).
+
+    At DEBUG: beat's "Sending due task" lines of the housekeeping jobs are
+    demoted to DEBUG (``celery_app.quietlog``), and they are this test's signal.
+    """
     log = dep.data_dir / f"{name}.log"
     proc = procs.spawn(
-        [sys.executable, "-m", "cli.main", "beat", "-l", "INFO"],
+        [sys.executable, "-m", "cli.main", "beat", "-l", "DEBUG"],
         env=dep.env,
         log=log,
         cwd=REPO,
