@@ -92,6 +92,7 @@ def test_compose_parses_and_its_values_load_into_settings(
         settings = _settings_from(env, monkeypatch)
         assert settings.redis_url and settings.broker_url and settings.store_url, name
         assert settings.broker_url.startswith("amqp://"), name
+        assert settings.rabbitmq_quorum_queues, name
 
 
 def test_compose_runs_exactly_one_beat_and_workers_on_real_queues() -> None:
@@ -129,6 +130,7 @@ def test_k8s_manifests_parse_and_load_into_settings(monkeypatch: pytest.MonkeyPa
             env.update(doc["stringData"])
     settings = _settings_from(env, monkeypatch)
     assert settings.redis_url and settings.broker_url and settings.store_url
+    assert settings.rabbitmq_quorum_queues
     # Every container reads exactly that configuration.
     for doc in docs:
         if doc["kind"] == "Deployment":
