@@ -50,12 +50,13 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
 def _start_beat(dep: Deployment, name: str) -> subprocess.Popen[bytes]:
     """``tracking beat`` in its own session (so a SIGKILL takes exactly it).
 
-    At DEBUG: beat's "Sending due task" lines of the housekeeping jobs are
-    demoted to DEBUG (``celery_app.quietlog``), and they are this test's signal.
+    At INFO, where redbeat logs taking the lock; beat's "Sending due task"
+    lines of the housekeeping jobs are at DEBUG (``celery_app.quietlog``), so
+    the sends are watched in the broker's queue instead.
     """
     log = dep.data_dir / f"{name}.log"
     proc = procs.spawn(
-        [sys.executable, "-m", "cli.main", "beat", "-l", "DEBUG"],
+        [sys.executable, "-m", "cli.main", "beat", "-l", "INFO"],
         env=dep.env,
         log=log,
         cwd=REPO,
@@ -72,7 +73,6 @@ def _queued(dep: Deployment) -> int:
 
 
 def test_standby_beat_takes_over_when_the_active_one_dies(dep: Deployment) -> None:
-    # Beat logs its maintenance sends at DEBUG, so the sends are seen in the queue.
     first = _start_beat(dep, "beat-a")
     wait_until(
         lambda: ACQUIRED in dep.log("beat-a") or first.poll() is not None,
