@@ -1,6 +1,8 @@
 """Moving state between the cache (working set) and the store (record).
 
-- :func:`load_group` turns store records into cache entries (cold load).
+- :func:`load_group` turns store records into cache entries (cold load),
+  with the group's dedupe records (event ids applied within the window),
+  which :func:`snapshot_records` persists with the group at every flush.
 - :func:`flush_group` writes one dirty group to the store and clears its
   dirty mark only if the store acknowledged the write and nothing changed
   in the cache meanwhile; a failed write leaves the mark, so it is retried.
@@ -10,17 +12,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 
-from tracking.cache.base import CachedTracker, DataCache, DirtySnapshot
-from tracking.errors import BackendError, TrackingError
+from tracking.cache.base import CachedTracker, DataCache, DirtySnapshot, SeenEvent
+from tracking.errors import BackendError, TrackingError, TrackingValueError
 from tracking.model import TrackerState
 from tracking.spec import definition_from_spec
 from tracking.store.base import DataStore, TrackerRecord
 
 logger = logging.getLogger(__name__)
+
+#: The field of a store record's ``extra`` that holds its group's dedupe records.
+DEDUPE_FIELD = "dedupe"
 
 
 def records_to_cache(records: list[TrackerRecord]) -> list[CachedTracker]:
@@ -45,16 +51,53 @@ def cache_to_record(group_id: str, tracker: CachedTracker, seq: int) -> TrackerR
     )
 
 
+def records_to_seen(records: list[TrackerRecord]) -> list[SeenEvent]:
+    """The dedupe records persisted with a group (see :func:`snapshot_records`)."""
+    seen: list[SeenEvent] = []
+    for record in records:
+        raw = record.extra.get(DEDUPE_FIELD)
+        if raw is None:
+            continue
+        if not isinstance(raw, list):
+            raise TrackingValueError(
+                f"malformed dedupe records in {record.group_id!r}/{record.name!r}"
+            )
+        seen.extend(SeenEvent.from_json(item) for item in raw)
+    return seen
+
+
 def load_group(cache: DataCache, store: DataStore, group_id: str) -> list[CachedTracker] | None:
     """Install a group from the store into the cache if absent (a cold load).
 
     Returns what was installed (the group is then at version 1), or None if
     another worker installed it first. One store read and one cache round
     trip: expiry is filtered by this machine's clock, which is fine for a
-    filter the cache enforces again by its own clock.
+    filter the cache enforces again by its own clock. The group's persisted
+    dedupe records are installed with it, so an event applied before the
+    cache lost the group is still a duplicate.
     """
-    entries = records_to_cache(store.load_group(group_id, now=time.time()))
-    return entries if cache.install_group(group_id, entries) else None
+    records = store.load_group(group_id, now=time.time())
+    entries = records_to_cache(records)
+    installed = cache.install_group(group_id, entries, records_to_seen(records))
+    return entries if installed else None
+
+
+def snapshot_records(snapshot: DirtySnapshot) -> list[TrackerRecord]:
+    """A snapshot's store records; the first one also carries the group's dedupe records.
+
+    One record per group holds them (the others get none), so they cost
+    store space once per group; a load reads them from whichever record
+    has them. A group without trackers persists none: its events change
+    nothing, so counting one twice cannot happen.
+    """
+    records = [
+        cache_to_record(snapshot.group_id, tracker, snapshot.mark)
+        for tracker in snapshot.trackers.values()
+    ]
+    if records and snapshot.seen:
+        carried = {DEDUPE_FIELD: [item.to_json() for item in snapshot.seen]}
+        records[0] = dataclasses.replace(records[0], extra=carried)
+    return records
 
 
 def _write(store: DataStore, snapshots: list[DirtySnapshot]) -> None:
@@ -63,13 +106,7 @@ def _write(store: DataStore, snapshots: list[DirtySnapshot]) -> None:
         gone = [name for name in snapshot.removed if name not in snapshot.trackers]
         if gone:
             store.remove(snapshot.group_id, gone)
-    store.save(
-        [
-            cache_to_record(snapshot.group_id, tracker, snapshot.mark)
-            for snapshot in snapshots
-            for tracker in snapshot.trackers.values()
-        ]
-    )
+    store.save([record for snapshot in snapshots for record in snapshot_records(snapshot)])
 
 
 def flush_group(cache: DataCache, store: DataStore, group_id: str) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tracking.engine import Fired
+from tracking.errors import TrackingValueError
 from tracking.model import Number, ResetPolicy, TrackerDefinition, TrackerState
 
 
@@ -101,14 +102,59 @@ class OutboxEntry:
     payload: dict[str, object]
 
 
+@dataclass(frozen=True)
+class SeenEvent:
+    """One dedupe record: an event id applied to a group, when, and its outcome's names.
+
+    Flushed to the store with the group and installed again by a cold load,
+    so a redelivery after the cache lost the group is still recognised.
+    """
+
+    event_id: str
+    applied_at: float
+    changed: tuple[str, ...] = ()
+    limited: tuple[str, ...] = ()
+    completed: tuple[str, ...] = ()
+
+    def to_json(self) -> list[object]:
+        """``[id, time, changed, limited, completed]``: compact, plain JSON."""
+        return [
+            self.event_id,
+            self.applied_at,
+            list(self.changed),
+            list(self.limited),
+            list(self.completed),
+        ]
+
+    @classmethod
+    def from_json(cls, data: object) -> SeenEvent:
+        """Inverse of :meth:`to_json`; a malformed record is a ``TrackingValueError``."""
+        if isinstance(data, list) and len(data) == 5:
+            event_id, at, changed, limited, completed = data
+            names = (changed, limited, completed)
+            if (
+                isinstance(event_id, str)
+                and isinstance(at, int | float)
+                and not isinstance(at, bool)
+                and all(isinstance(x, list) and all(isinstance(n, str) for n in x) for x in names)
+            ):
+                return cls(event_id, float(at), tuple(changed), tuple(limited), tuple(completed))
+        raise TrackingValueError(f"malformed dedupe record {data!r}")
+
+
 @dataclass
 class DirtySnapshot:
-    """A dirty group's current trackers and removals, taken at ``mark``."""
+    """A dirty group's current trackers and removals, taken at ``mark``.
+
+    ``seen`` holds the group's dedupe records (bounded by the dedupe window
+    and count), persisted with it.
+    """
 
     group_id: str
     mark: int
     trackers: dict[str, CachedTracker]
     removed: list[str]
+    seen: list[SeenEvent] = field(default_factory=list)
 
 
 class DataCache(abc.ABC):
@@ -123,12 +169,16 @@ class DataCache(abc.ABC):
         """The group's trackers and version, or None when it is not cached."""
 
     @abc.abstractmethod
-    def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
+    def install_group(
+        self, group_id: str, trackers: Sequence[CachedTracker], seen: Sequence[SeenEvent] = ()
+    ) -> bool:
         """Install a group loaded from the store, only if absent; True if installed.
 
         A freshly installed group has version 1. An empty sequence installs
         an empty group, so that a group with no trackers is not looked up in
-        the store on every event.
+        the store on every event. ``seen`` are the dedupe records persisted
+        with the group: they are remembered as if just applied here (their
+        original times count for the window).
         """
 
     @abc.abstractmethod

@@ -22,6 +22,7 @@ from tracking.cache.base import (
     DirtySnapshot,
     OutboxEntry,
     PeriodBounds,
+    SeenEvent,
     TrackStep,
     outbox_payload,
 )
@@ -68,7 +69,9 @@ class MemoryDataCache(DataCache):
             group = self._groups.get(group_id)
             return copy.deepcopy(group) if group is not None else None
 
-    def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
+    def install_group(
+        self, group_id: str, trackers: Sequence[CachedTracker], seen: Sequence[SeenEvent] = ()
+    ) -> bool:
         with self._lock:
             if group_id in self._groups:
                 return False
@@ -76,6 +79,13 @@ class MemoryDataCache(DataCache):
             for tracker in trackers:
                 group.trackers[tracker.definition.name] = copy.deepcopy(tracker)
             self._groups[group_id] = group
+            remembered = self._seen.setdefault(group_id, OrderedDict())
+            for record in sorted(seen, key=lambda r: r.applied_at):
+                if record.event_id not in remembered:
+                    digest = (list(record.changed), list(record.limited), list(record.completed))
+                    remembered[record.event_id] = (record.applied_at, digest)
+            while len(remembered) > self._dedupe_max:
+                remembered.popitem(last=False)
             return True
 
     def _mark_dirty(self, group_id: str) -> None:
@@ -309,7 +319,13 @@ class MemoryDataCache(DataCache):
             group = self._groups.get(group_id)
             trackers = copy.deepcopy(group.trackers) if group is not None else {}
             removed = sorted(self._removed.get(group_id, set()))
-            return DirtySnapshot(group_id, mark, trackers, removed)
+            cutoff = self.now() - self._dedupe_window
+            seen = [
+                SeenEvent(event_id, at, tuple(digest[0]), tuple(digest[1]), tuple(digest[2]))
+                for event_id, (at, digest) in self._seen.get(group_id, {}).items()
+                if at >= cutoff
+            ]
+            return DirtySnapshot(group_id, mark, trackers, removed, seen)
 
     def clear_dirty(self, group_id: str, mark: int) -> bool:
         with self._lock:

@@ -2,7 +2,9 @@
 --
 -- KEYS[1..6]: the group's keys (one hash tag, one cluster slot), see lib.lua.
 -- ARGV[1] TTL grace in seconds (see retime in lib.lua)
--- ARGV[2..] quints: tracker name, definition hash, packed state,
+-- ARGV[2] k, the number of dedupe records persisted with the group, then
+--         k triples: event id, time applied, digest (as apply.lua writes it)
+-- ARGV[3+3k..] quints: tracker name, definition hash, packed state,
 --           expire_at ("" = none), rules JSON if periodic ("" = not periodic)
 --
 -- Returns 1 if installed (version 1, not dirty: the store already holds it),
@@ -10,11 +12,25 @@
 -- of one group therefore install it exactly once.
 
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local nseen = tonumber(ARGV[2])
+local first = 3 + 3 * nseen
+-- The dedupe records, in batches (unpack has a stack limit).
+for b = 3, first - 1, 3 * 500 do
+  local times, digests = {}, {}
+  for i = b, math.min(b + 3 * 500, first) - 1, 3 do
+    times[#times + 1] = ARGV[i + 1]
+    times[#times + 1] = ARGV[i]
+    digests[#digests + 1] = ARGV[i]
+    digests[#digests + 1] = ARGV[i + 2]
+  end
+  redis.call('ZADD', KEYS[3], unpack(times))
+  redis.call('HSET', KEYS[4], unpack(digests))
+end
 local n = 0
-local meta = { F_VERSION, '1' }
+local meta = { F_VERSION, '1', F_DCOUNT, tostring(nseen) }
 local states = {}
 local periodic = {}
-for i = 2, #ARGV, 5 do
+for i = first, #ARGV, 5 do
   n = n + 1
   local value = ARGV[i + 1] .. ',' .. n
   if ARGV[i + 3] ~= '' then value = value .. ',' .. ARGV[i + 3] end

@@ -26,6 +26,7 @@ from tracking.cache.base import (
     DirtySnapshot,
     OutboxEntry,
     PeriodBounds,
+    SeenEvent,
     TrackStep,
 )
 from tracking.cache.redis.client import client_from_url
@@ -40,6 +41,8 @@ from tracking.cache.redis.codec import (
     enc_number,
     pack_state,
     rules_of,
+    seen_digest,
+    seen_records,
     unpack_state,
 )
 from tracking.cache.redis.indexes import IndexedGroups
@@ -278,13 +281,24 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
 
     # -- cold load -----------------------------------------------------------
 
-    def install_group(self, group_id: str, trackers: Sequence[CachedTracker]) -> bool:
+    def install_group(
+        self, group_id: str, trackers: Sequence[CachedTracker], seen: Sequence[SeenEvent] = ()
+    ) -> bool:
         """SET NX each definition, then the install-if-absent script, then the expiry and
         periodic index entries (no work entry: the group is clean). One pipeline on one
         server; on a cluster each step after the previous one's replies (a reader must
-        never see a definition hash before its definition, see ``indexes``)."""
+        never see a definition hash before its definition, see ``indexes``). The script
+        also restores the group's persisted dedupe records (``seen``)."""
         args, defs = self._tracker_args(trackers)
-        script = ("script", "install", self._script_keys(group_id), [self._grace_arg, *args])
+        dedupe: list[str] = [str(len(seen))]
+        for record in seen:
+            dedupe += [record.event_id, repr(float(record.applied_at)), seen_digest(record)]
+        script = (
+            "script",
+            "install",
+            self._script_keys(group_id),
+            [self._grace_arg, *dedupe, *args],
+        )
         results = self._execute_phases(
             defs, [script], self._tracker_index_commands(group_id, trackers)
         )
@@ -554,8 +568,15 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
 
     def dirty_snapshot(self, group_id: str) -> DirtySnapshot | None:
         keys = self._group_keys(group_id)
-        raw_meta, raw_state, raw_removed = self._execute(
-            [("HGETALL", keys[1]), ("HGETALL", keys[0]), ("SMEMBERS", keys[5])], transaction=True
+        raw_meta, raw_state, raw_removed, raw_times, raw_digests = self._execute(
+            [
+                ("HGETALL", keys[1]),
+                ("HGETALL", keys[0]),
+                ("SMEMBERS", keys[5]),
+                ("ZRANGE", keys[2], 0, -1, "WITHSCORES"),
+                ("HGETALL", keys[3]),
+            ],
+            transaction=True,
         )
         meta = _decode_hash(raw_meta)
         mark = meta.get(F_DIRTY)
@@ -563,7 +584,8 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
             return None
         group = self._build_group(meta, _decode_hash(raw_state))
         removed = sorted(_s(name) for name in raw_removed)
-        return DirtySnapshot(group_id, int(mark), group.trackers, removed)
+        seen = seen_records(raw_times, _decode_hash(raw_digests))
+        return DirtySnapshot(group_id, int(mark), group.trackers, removed, seen)
 
     def clear_dirty(self, group_id: str, mark: int) -> bool:
         return int(self._script("clear_dirty", self._script_keys(group_id), [str(mark)])) == 1

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tracking.cache.base import ApplyOutcome, ApplyStatus
+from tracking.cache.base import ApplyOutcome, ApplyStatus, SeenEvent
 from tracking.engine import Fired
 from tracking.model import Number, TrackerDefinition, TrackerState, limiter_kind
 
@@ -194,3 +194,32 @@ def _pairs(items: Any) -> list[tuple[Any, Any]]:
     if isinstance(first, list | tuple):
         return [(m, s) for m, s in items]
     return list(zip(items[0::2], items[1::2], strict=True))
+
+
+def seen_digest(record: SeenEvent) -> str:
+    """A dedupe record's outcome as ``lua/apply.lua`` keeps it: names by "\t", lists by "\n"."""
+    return "\n".join(
+        "\t".join(names) for names in (record.changed, record.limited, record.completed)
+    )
+
+
+def seen_records(raw_times: Any, digests: dict[str, str]) -> list[SeenEvent]:
+    """The dedupe zset (``ZRANGE ... WITHSCORES``, RESP2 flat or RESP3 pairs) and digest hash,
+    as records, oldest first. The scripts keep both bounded by the window and the count
+    (with some slack: lookups check both exactly, and so does a cold load)."""
+    items = list(raw_times or [])
+    pairs = (
+        [(item[0], item[1]) for item in items]
+        if items and isinstance(items[0], list | tuple)
+        else list(zip(items[0::2], items[1::2], strict=True))
+    )
+    seen = []
+    for member, score in pairs:
+        event_id = _s(member)
+        digest = digests.get(event_id)
+        if digest is None:
+            continue
+        lists = [*digest.split("\n"), "", "", ""][:3]
+        changed, limited, completed = (tuple(n for n in x.split("\t") if n) for x in lists)
+        seen.append(SeenEvent(event_id, float(_s(score)), changed, limited, completed))
+    return seen
