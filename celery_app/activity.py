@@ -10,8 +10,9 @@ the dashboard (:mod:`dashboard`):
     once per task or batch; counts are added up in the process and written
     by a timer at most once per :data:`FLUSH_SECONDS` (one pipelined
     ``HINCRBY``/``EXPIRE`` per flush), never inside the Lua hot path and
-    never one round trip per event. A process killed between flushes loses
-    its last second of counts: these are rates for people, not the record.
+    never one round trip per event. A pool process writes what is left when
+    it shuts down; one killed between flushes loses its last second of
+    counts: these are rates for people, not the record.
 ``recent:<group_id>`` (list, newest first, kept for the dedupe window)
     the group's last :data:`RECENT_PER_GROUP` fired events as compact JSON
     (``event_id``, ``event``, ``code``, ``name``, ``stage``, ``progress``,
@@ -62,6 +63,8 @@ class _Counts:
         self.tracked: defaultdict[int, int] = defaultdict(int)
         self.completed: defaultdict[int, int] = defaultdict(int)
         self.timer: threading.Timer | None = None
+        #: (client, key prefix) of the settings the buffered counts were made under
+        self.target: tuple[Any, str] | None = None
         self.pid = os.getpid()
 
 
@@ -80,7 +83,15 @@ def note_tracked(tracked: int, completed: int = 0) -> None:
     if _counts.pid != os.getpid():  # forked: the parent's buffer and timer are not ours
         _counts = _Counts()
     minute = int(time.time() // 60)
+    try:  # bound now: the process may run under other settings when the timer fires
+        target = (runtime.redis_client(), runtime.settings().key_prefix)
+    except Exception:
+        logger.warning("no Redis for activity counts; dropped", exc_info=True)
+        return
     with _counts.lock:
+        if _counts.target is not None and _counts.target != target:
+            _flush_locked(_counts)
+        _counts.target = target
         _counts.tracked[minute] += tracked
         _counts.completed[minute] += completed
         if _counts.timer is None:
@@ -94,14 +105,19 @@ def flush_counts() -> None:
     """Write the buffered counts now (the timer calls this); never raises."""
     counts = _counts
     with counts.lock:
-        tracked, completed = dict(counts.tracked), dict(counts.completed)
-        counts.tracked.clear()
-        counts.completed.clear()
         counts.timer = None
-    if not tracked and not completed:
+        _flush_locked(counts)
+
+
+def _flush_locked(counts: _Counts) -> None:
+    tracked, completed = dict(counts.tracked), dict(counts.completed)
+    counts.tracked.clear()
+    counts.completed.clear()
+    if counts.target is None or (not tracked and not completed):
         return
+    client, prefix = counts.target
     try:
-        write_counts(runtime.redis_client(), runtime.settings().key_prefix, tracked, completed)
+        write_counts(client, prefix, tracked, completed)
     except Exception:
         logger.warning("could not write activity counts; dropped", exc_info=True)
 

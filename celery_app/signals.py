@@ -26,7 +26,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from celery_app import handlers, metrics, quietlog, runtime
+from celery_app import activity, handlers, metrics, quietlog, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def _on_worker_process_init(**_: Any) -> None:
 
 
 def _on_worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
+    activity.flush_counts()  # the dashboard's last second of counts, before the connection goes
     runtime.close()
     metrics.mark_process_dead(pid or os.getpid())
 

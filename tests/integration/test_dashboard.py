@@ -420,3 +420,34 @@ def test_page_round_trips_do_not_grow_with_the_number_of_groups(
         manager.data_store.close()
     assert small == large
     assert small[0] <= 3 and small[1] <= 3
+
+
+def test_without_handler_settings_the_page_says_handler_runs_are_unknown(
+    manager: TrackingManager, settings: Settings
+) -> None:
+    bare = settings.model_copy(update={"event_handlers": []})
+    source = Source(bare)
+    try:
+        manager.add_tracker("plain", CountTracker("t", [KeyValueEQ("k", 1)], 1))
+        text = _text(TestClient(create_app(bare, source=source)).get("/groups/plain").text)
+    finally:
+        source.close()
+    assert "No event handlers are registered in this process" in text
+    assert "ADDED" in text
+
+
+def test_a_pool_process_writes_its_last_counts_when_it_shuts_down(
+    settings: Settings, service: None
+) -> None:
+    from celery_app.signals import _on_worker_process_shutdown
+
+    activity.note_tracked(5, 1)
+    _on_worker_process_shutdown(pid=None)
+    r = redis_client(settings.redis_url or "")
+    minute = int(time.time() // 60)
+    counts: dict[bytes, bytes] = {}
+    for m in (minute - 1, minute):
+        counts.update(r.hgetall(activity.rate_key(settings.key_prefix, m // 60)))
+    r.close()
+    assert sum(int(v) for k, v in counts.items() if k.startswith(b"t:")) == 5
+    assert sum(int(v) for k, v in counts.items() if k.startswith(b"c:")) == 1
