@@ -195,3 +195,17 @@ def test_the_mongo_index_commands_match_the_store() -> None:
     text = _text(GUIDE)
     assert f'{{group_id: 1, name: 1}}, {{unique: true, name: "{UNIQUE_INDEX_NAME}"}}' in text
     assert f'{{expire_at: 1}}, {{expireAfterSeconds: 0, name: "{TTL_INDEX_NAME}"}}' in text
+
+
+def test_exposed_dashboards_carry_credentials() -> None:
+    """``tracking dashboard`` off loopback refuses to start without credentials."""
+    credentials = {"TRACKING_DASHBOARD_TOKEN", "TRACKING_DASHBOARD_USER"}
+    for name, service in _compose()["services"].items():
+        if service.get("command", [])[:2] == ["tracking", "dashboard"]:
+            assert credentials & set(service["environment"]), name
+    for doc in _k8s_documents():
+        if doc["kind"] != "Deployment":
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            if container["command"][:2] == ["tracking", "dashboard"]:
+                assert credentials & {e["name"] for e in container.get("env", [])}
