@@ -168,6 +168,13 @@ def test_tracking_commands_named_exist() -> None:
     used |= set(re.findall(r'\["tracking", "([a-z][a-z-]*)"', _text(DOCKERFILE)))
     assert used
     assert used <= commands, sorted(used - commands)
+    # and every queue a ``tracking worker -Q ...`` of the guide consumes is a real one
+    named = {
+        queue
+        for queues in re.findall(r"`tracking worker -Q ([a-z.,]+)", _text(GUIDE))
+        for queue in queues.split(",")
+    }
+    assert named and named <= set(QUEUES), sorted(named - set(QUEUES))
 
 
 def test_paths_and_links_in_the_guide_exist() -> None:
