@@ -216,3 +216,14 @@ def test_exposed_dashboards_carry_credentials() -> None:
         for container in doc["spec"]["template"]["spec"]["containers"]:
             if container["command"][:2] == ["tracking", "dashboard"]:
                 assert credentials & {e["name"] for e in container.get("env", [])}
+
+
+def test_the_guide_says_the_examples_are_not_run_wherever_it_cites_them() -> None:
+    """Each paragraph or list item citing the compose file, the Dockerfile or the
+    Kubernetes sketch also says that they are not run here."""
+    text = _text(GUIDE)
+    blocks = re.split(r"\n\s*\n|\n(?=\s*(?:[-*]|\d+\.) )", text)
+    cites = re.compile(r"docker-compose|compose file|Dockerfile|deploy/k8s|Kubernetes sketch")
+    for block in blocks:
+        if cites.search(block):
+            assert "no Docker engine" in block, block
