@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pytest
 from celery_app import configure, runtime
 from cli.procs import celery_command
 from tasks import noop, track
-from tests.support.browser import chromium, chromium_args
+from tests.support.browser import chromium, dump_dom, screenshot
 from tests.support.celery_env import (
     Deployment,
     available,
@@ -124,23 +123,10 @@ def test_flower_tasks_page_in_headless_chromium(
         "Flower to record the tasks",
     )
     url = f"{base}/tasks"
-    dom = subprocess.run(
-        [browser, *chromium_args(tmp_path / "profile-dom"), "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    dom = dump_dom(browser, tmp_path / "profile-dom", url)
     assert "tasks.track" in dom
     shot = tmp_path / "flower-tasks.png"
-    subprocess.run(
-        [browser, *chromium_args(tmp_path / "profile-shot"), f"--screenshot={shot}", url],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    screenshot(browser, tmp_path / "profile-shot", url, shot)
     keep = os.environ.get("TRACKING_FLOWER_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)

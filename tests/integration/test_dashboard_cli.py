@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import chromium, chromium_args
+from tests.support.browser import chromium, dump_dom, screenshot
 from tests.support.celery_env import free_port, wait_until
 
 pytestmark = [pytest.mark.slow]
@@ -119,13 +119,7 @@ def test_dashboard_serves_the_demo_groups(dashboard: str) -> None:
 def test_group_and_overview_pages_in_headless_chromium(dashboard: str, tmp_path: Path) -> None:
     browser = chromium()
     url = f"{dashboard}/groups/alice"
-    dom = subprocess.run(
-        [browser, *chromium_args(tmp_path / "profile-dom"), "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    dom = dump_dom(browser, tmp_path / "profile-dom", url)
     assert "big-spender" in dom and 'class="stage current"' in dom
     keep = os.environ.get("TRACKING_DASHBOARD_SCREENSHOTS")
     for page, name, window in (
@@ -133,19 +127,7 @@ def test_group_and_overview_pages_in_headless_chromium(dashboard: str, tmp_path:
         (f"{dashboard}/", "dashboard-overview.png", "1280,1000"),
     ):
         shot = tmp_path / name
-        subprocess.run(
-            [
-                browser,
-                *chromium_args(tmp_path / f"profile-{name}", window),
-                f"--screenshot={shot}",
-                page,
-            ],
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-        data = shot.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        screenshot(browser, tmp_path / f"profile-{name}", page, shot, window)
         if keep:
             shutil.copyfile(shot, Path(keep) / name)
 
