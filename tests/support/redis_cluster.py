@@ -124,7 +124,7 @@ class LocalCluster:
     def _spawn(self, server: str, port: int) -> None:
         assert self.directory is not None
         node_dir = self.directory / str(port)
-        node_dir.mkdir()
+        node_dir.mkdir(exist_ok=True)
         log = open(node_dir / "redis.log", "wb")  # noqa: SIM115 - closed right after the fork
         try:
             proc = subprocess.Popen(
@@ -156,20 +156,34 @@ class LocalCluster:
             time.sleep(0.05)
 
     def wait_ok(self, timeout: float = 60.0, ports: list[int] | None = None) -> None:
-        """Until every (live) node says ``cluster_state:ok`` and all agree on the slots."""
+        """Until every (live) node says ``cluster_state:ok``, all agree on the slots and
+        every replica has synced with its primary."""
         deadline = time.monotonic() + timeout
         live = ports if ports is not None else [p for p in self.ports if p in self.pids]
         while True:
             try:
                 states = [self.node(p).cluster("info")["cluster_state"] for p in live]
-                layouts = {str(sorted(map(str, self.node(p).cluster("slots")))) for p in live}
-                if all(s == "ok" for s in states) and len(layouts) == 1:
+                layouts = {self._layout(p) for p in live}
+                if all(s == "ok" for s in states) and len(layouts) == 1 and self._synced(live):
                     return
             except redis.RedisError:
                 pass
             if time.monotonic() > deadline:
                 raise ClusterUnavailable("the local cluster did not reach cluster_state:ok")
             time.sleep(0.1)
+
+    def _synced(self, live: list[int]) -> bool:
+        """Whether every live replica's link to its primary is up (initial sync done)."""
+        for port in live:
+            info = self.node(port).info("replication")
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def _layout(self, port: int) -> str:
+        """The slot ranges and their primaries' ports as the node at ``port`` sees them."""
+        rows = self.node(port).execute_command("CLUSTER", "SLOTS")
+        return str(sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in rows))
 
     def primaries(self) -> dict[int, list[tuple[int, int]]]:
         """Port of each live primary -> its slot ranges (as one live node sees it)."""
@@ -193,6 +207,15 @@ class LocalCluster:
         pid = self.pids.pop(port)
         os.kill(pid, signal.SIGKILL)
         self._procs[port].wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again with its old cluster config: it rejoins (a failed-over
+        primary comes back as a replica of the node that replaced it)."""
+        server = shutil.which("redis-server")
+        if server is None:
+            raise ClusterUnavailable("redis-server is gone")
+        self._spawn(server, port)
+        self._wait_ping(port, time.monotonic() + 30)
 
     def stop(self) -> None:
         for port, pid in list(self.pids.items()):

@@ -9,25 +9,20 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, RedisError
 
 from tracking._validate import canonical_json
 from tracking.cache.base import (
-    ApplyOutcome,
-    ApplyRequest,
     CachedGroup,
     CachedTracker,
     DataCache,
     DirtySnapshot,
     OutboxEntry,
-    PeriodBounds,
     SeenEvent,
-    TrackStep,
 )
 from tracking.cache.redis.client import client_from_url
 from tracking.cache.redis.codec import (
@@ -35,17 +30,15 @@ from tracking.cache.redis.codec import (
     _decode_hash,
     _pairs,
     _parse_meta,
-    _parse_outcome,
     _s,
     dec_number,
     enc_number,
     pack_state,
-    rules_of,
     seen_digest,
     seen_records,
     unpack_state,
 )
-from tracking.cache.redis.indexes import IndexedGroups
+from tracking.cache.redis.hot import HotPath, _Compiled
 from tracking.cache.redis.inspect import InspectedCache
 from tracking.engine import Fired
 from tracking.errors import CacheError, ConflictingNameError, TrackingValueError
@@ -59,21 +52,7 @@ _DEFINITIONS_CACHE_SIZE = 100_000
 _COMPILED_CACHE_SIZE = 100_000
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    """A definition with what the cache derives from it, computed once per object.
-
-    ``periodic_rules`` is ``rules`` for a tracker with a calendar reset
-    period and "" otherwise (what install/put record for rollover).
-    """
-
-    definition: TrackerDefinition
-    content_hash: str
-    rules: str
-    periodic_rules: str
-
-
-class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
+class RedisDataCache(HotPath, DataCache, InspectedCache):
     """A :class:`DataCache` in Redis, shared by every process that uses the same prefix.
 
     ``url_or_client``: a redis-py URL (``redis://``, ``rediss://``,
@@ -86,7 +65,10 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
     bound the memory spent on remembering event ids. ``index_shards`` is
     the number of sorted sets each cross-group index is split into.
     ``expiry_grace`` is how long after its last tracker's expiry a group's
-    keys live on (see the module docstring).
+    keys live on (see the module docstring). ``wait_replicas`` (default 0:
+    off) makes :meth:`dirty_snapshot` wait until that many replicas hold the
+    state it read, so that what the store receives survives a failover
+    (see there); ``wait_timeout`` bounds the wait (seconds).
     """
 
     def __init__(
@@ -98,6 +80,8 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
         dedupe_max_entries: int = 10000,
         index_shards: int = 16,
         expiry_grace: float = 86400,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if not isinstance(key_prefix, str) or not _PREFIX_RE.match(key_prefix):
             raise TrackingValueError(
@@ -111,9 +95,14 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
             raise TrackingValueError("index_shards must be >= 1")
         if expiry_grace < 0:
             raise TrackingValueError("expiry_grace must be >= 0 seconds")
+        if wait_replicas < 0 or wait_timeout <= 0:
+            raise TrackingValueError("wait_replicas must be >= 0 and wait_timeout > 0 seconds")
         client: redis.Redis | RedisCluster
         if isinstance(url_or_client, str):
-            client = client_from_url(url_or_client)
+            try:  # a cluster client connects at once, to learn the slots
+                client = client_from_url(url_or_client)
+            except (RedisError, RedisClusterException) as exc:
+                raise CacheError(f"Redis cache error: {exc}") from exc
             self._owns_client = True
         elif isinstance(url_or_client, redis.Redis | RedisCluster):
             client = url_or_client
@@ -128,6 +117,8 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
         self.dedupe_max_entries = int(dedupe_max_entries)
         self.index_shards = int(index_shards)
         self.expiry_grace = float(expiry_grace)
+        self.wait_replicas = int(wait_replicas)
+        self.wait_timeout = float(wait_timeout)
         self._window_arg = enc_number(self.dedupe_window)
         self._max_arg = str(self.dedupe_max_entries)
         self._grace_arg = enc_number(self.expiry_grace)
@@ -138,42 +129,8 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
 
     # -- plumbing ----------------------------------------------------------
 
-    def _script_keys(self, group_id: str) -> list[str]:
-        """The keys every group script gets: the group's six (one hash tag, one slot)."""
-        keys = self._keys.get(group_id)
-        if keys is None:
-            keys = self._group_keys(group_id)
-            if len(self._keys) >= _KEYS_CACHE_SIZE:
-                self._keys.clear()
-            self._keys[group_id] = keys
-        return keys
-
     def _def_key(self, content_hash: str) -> str:
         return f"{self.key_prefix}:def:{content_hash}"
-
-    def _compile(self, definition: TrackerDefinition) -> _Compiled:
-        """Content hash and rules of a definition, memoised per object."""
-        key = id(definition)
-        found = self._compiled.get(key)
-        if found is not None and found.definition is definition:
-            return found
-        rules = rules_of(definition)
-        compiled = _Compiled(
-            definition,
-            definition.content_hash(),
-            rules,
-            "" if definition.period is None else rules,
-        )
-        self._compiled[key] = compiled
-        if len(self._compiled) > _COMPILED_CACHE_SIZE:
-            self._compiled.popitem(last=False)
-        self._remember_definition(compiled.content_hash, definition)
-        return compiled
-
-    def _remember_definition(self, content_hash: str, definition: TrackerDefinition) -> None:
-        self._definitions[content_hash] = definition
-        if len(self._definitions) > _DEFINITIONS_CACHE_SIZE:
-            self._definitions.popitem(last=False)
 
     def _resolve(self, hashes: Iterable[str]) -> dict[str, TrackerDefinition]:
         """Definitions by content hash: from memory, the missing ones in one MGET."""
@@ -306,139 +263,6 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
 
     # -- hot path ------------------------------------------------------------
 
-    def apply(
-        self,
-        group_id: str,
-        version: int,
-        steps: Sequence[TrackStep],
-        event_id: str,
-        source_id: str | None = None,
-        periods: PeriodBounds | None = None,
-    ) -> ApplyOutcome:
-        """One round trip: the script, then ``ZADD NX`` of the work index entry.
-
-        On one server the index write is unconditional (cheaper than a
-        branch; the sweepers drop entries of clean groups) and follows the
-        script in the same write. On a cluster the script runs on its node
-        alone and the entry is written after its reply, only when the reply
-        asks for it (see :mod:`tracking.cache.redis.indexes`).
-        """
-        args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
-        keys = self._script_keys(group_id)
-        if self._router is None:
-            reply = self._hot_script("apply", keys, args, self._work_command(group_id))
-        else:
-            reply = self._routed([("script", "apply", keys, args)])[0]
-            if _wants_index(reply):
-                self._execute([self._work_command(group_id)])
-        return _parse_outcome(reply)
-
-    def apply_many(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
-        """Every request's script and work index write in one pipeline (one round trip).
-
-        Outcomes as :meth:`apply` gives them, in order. A request whose
-        script the server lacks (NOSCRIPT, a restart) is rerun alone after
-        loading the scripts: the failed call did nothing, and the others
-        must not run twice (they would then count as duplicates).
-        On a cluster: the scripts in one round trip to their nodes, then
-        the work index entries the replies ask for.
-        """
-        if self._router is not None:
-            return self._apply_many_routed(requests)
-        calls = [
-            (
-                self._script_keys(r.group_id),
-                self._apply_args(r.group_id, r.version, r.steps, r.event_id, None, r.periods),
-                self._work_command(r.group_id),
-            )
-            for r in requests
-        ]
-        replies: list[Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
-        with self._errors():
-            for attempt in range(3):
-                pipe = self._server().pipeline(transaction=False)
-                for i in pending:
-                    keys, args, work = calls[i]
-                    pipe.execute_command(*self._invocation("apply", keys, args))  # type: ignore[no-untyped-call]
-                    pipe.execute_command(*work)  # type: ignore[no-untyped-call]
-                results: list[Any] = pipe.execute(raise_on_error=False)
-                failed: list[tuple[int, ResponseError]] = []
-                for at, i in enumerate(pending):
-                    reply, written = results[2 * at], results[2 * at + 1]
-                    if isinstance(written, Exception):
-                        raise written
-                    if isinstance(reply, ResponseError):
-                        failed.append((i, reply))
-                    elif isinstance(reply, Exception):
-                        raise reply
-                    else:
-                        replies[i] = reply
-                if not failed:
-                    return [_parse_outcome(reply) for reply in replies]
-                if attempt == 2 or not self._recoverable(failed[0][1]):
-                    raise failed[0][1]
-                pending = [i for i, _ in failed]
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _apply_many_routed(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
-        scripts = [
-            (
-                "script",
-                "apply",
-                self._script_keys(r.group_id),
-                self._apply_args(r.group_id, r.version, r.steps, r.event_id, None, r.periods),
-            )
-            for r in requests
-        ]
-        replies = self._routed(scripts)
-        work = [
-            self._work_command(r.group_id)
-            for r, reply in zip(requests, replies, strict=True)
-            if _wants_index(reply)
-        ]
-        if work:
-            self._execute(work)
-        return [_parse_outcome(reply) for reply in replies]
-
-    def _apply_args(
-        self,
-        group_id: str,
-        version: int,
-        steps: Sequence[TrackStep],
-        event_id: str,
-        source_id: str | None,
-        periods: PeriodBounds | None,
-    ) -> list[Any]:
-        """The apply script's arguments (see ``lua/apply.lua``).
-
-        Each step is three arguments, the definition's rules precomputed
-        once per definition object; the periodic trackers' rules are in
-        Redis already (recorded by install/put), so ``periods`` only
-        carries the bounds.
-        """
-        args: list[Any] = [
-            event_id,
-            version,
-            source_id or event_id,
-            group_id,
-            self._window_arg,
-            self._max_arg,
-            self._grace_arg,
-            json.dumps({name: [int(b[0]), int(b[1])] for name, b in periods.items()})
-            if periods
-            else "",
-        ]
-        compile_ = self._compile
-        for item in steps:
-            delta = item.delta
-            args += (
-                item.definition.name,
-                str(delta) if type(delta) is int else enc_number(delta),
-                compile_(item.definition).rules,
-            )
-        return args
-
     # -- eviction and administration ------------------------------------------
 
     def evict_group(self, group_id: str) -> bool:
@@ -567,17 +391,40 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
     # -- write-behind --------------------------------------------------------
 
     def dirty_snapshot(self, group_id: str) -> DirtySnapshot | None:
+        """The group's state for the store, read atomically.
+
+        With ``wait_replicas``, the read also writes a short-lived marker key
+        in the group's slot and then waits (``WAIT``, ``wait_timeout``) until
+        that many replicas have everything written to the group's primary
+        up to this read (replication is one ordered stream); fewer raise
+        :class:`CacheError` and the group stays dirty. So a state that
+        reaches the store survives the failover of that primary, and a
+        later flush of a replica's older state cannot overwrite it.
+        """
         keys = self._group_keys(group_id)
-        raw_meta, raw_state, raw_removed, raw_times, raw_digests = self._execute(
-            [
-                ("HGETALL", keys[1]),
-                ("HGETALL", keys[0]),
-                ("SMEMBERS", keys[5]),
-                ("ZRANGE", keys[2], 0, -1, "WITHSCORES"),
-                ("HGETALL", keys[3]),
-            ],
-            transaction=True,
-        )
+        reads: list[tuple[Any, ...]] = [
+            ("HGETALL", keys[1]),
+            ("HGETALL", keys[0]),
+            ("SMEMBERS", keys[5]),
+            ("ZRANGE", keys[2], 0, -1, "WITHSCORES"),
+            ("HGETALL", keys[3]),
+        ]
+        if self.wait_replicas:
+            marker = ("SET", keys[0][: -len(":s")] + ":f", "1", "PX", 60_000)
+            timeout_ms = max(int(self.wait_timeout * 1000), 1)
+            results, acked = self._transaction_then_wait(
+                [*reads, marker], self.wait_replicas, timeout_ms
+            )
+            if acked < self.wait_replicas:
+                raise CacheError(
+                    f"only {acked} of {self.wait_replicas} replicas acknowledged group "
+                    f"{group_id!r} within {self.wait_timeout} s; it stays dirty"
+                )
+            raw_meta, raw_state, raw_removed, raw_times, raw_digests = results[:5]
+        else:
+            raw_meta, raw_state, raw_removed, raw_times, raw_digests = self._execute(
+                reads, transaction=True
+            )
         meta = _decode_hash(raw_meta)
         mark = meta.get(F_DIRTY)
         if mark is None:
@@ -613,8 +460,3 @@ class RedisDataCache(IndexedGroups, DataCache, InspectedCache):
         if self._owns_client:
             with self._errors():
                 self._client.close()
-
-
-def _wants_index(reply: Any) -> bool:
-    """Whether an apply reply asks for the group's work index entry (see ``lua/apply.lua``)."""
-    return len(reply) > 8 and _s(reply[8]) == "1"

@@ -176,11 +176,15 @@ class ClusterRouter:
         recover: Recover,
         *,
         transaction: bool = False,
+        trailer: Sequence[Any] | None = None,
     ) -> list[Any]:
         """Run ``(routing key, command)`` pairs; each result in order (error replies as values).
 
         With ``transaction`` every key must be in one slot: the commands go
-        in one ``MULTI``/``EXEC`` (a redirection re-sends the whole block).
+        in one ``MULTI``/``EXEC`` (a redirection re-sends the whole block),
+        followed by ``trailer`` on the same connection when given (its
+        reply is appended to the results: ``WAIT`` counts the replicas
+        that have this connection's writes).
         """
         results: list[Any] = [None] * len(commands)
         slots = [slot_of(key) for key, _ in commands]
@@ -191,11 +195,13 @@ class ClusterRouter:
                 node = asking.get(0) or self.node_for_slot(slots[0])
                 block: list[Sequence[Any]] = [("ASKING",)] if 0 in asking else []
                 block += [("MULTI",), *(c for _, c in commands), ("EXEC",)]
+                if trailer is not None:
+                    block.append(trailer)
                 got = self._send({node.name: (node, block)})[node.name]
-                executed = got[-1]
+                executed = got[-2] if trailer is not None else got[-1]
                 errors = [r for r in got if isinstance(r, ResponseError)]
                 if not errors and isinstance(executed, list):
-                    return list(executed)
+                    return list(executed) + ([got[-1]] if trailer is not None else [])
                 first = next((e for e in errors if not isinstance(e, ExecAbortError)), errors[0])
                 retry_all = self._redirect(first, asking, 0, node, recover, attempt)
                 if not retry_all:

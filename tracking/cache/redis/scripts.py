@@ -262,6 +262,42 @@ class ScriptRunner:
                 return results
         raise CacheError("scripts vanished again right after loading them")  # pragma: no cover
 
+    def _raw_connection(self) -> Any:
+        """This thread's own connection to the one server (opened on first use)."""
+        local = self._local
+        conn: Any = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            pool = self._server().connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.pid = conn, os.getpid()
+            with self._lock:
+                self._raw_connections.add(conn)
+        return conn
+
+    def _transaction_then_wait(
+        self, commands: Sequence[Command], replicas: int, timeout_ms: int
+    ) -> tuple[list[Any], int]:
+        """``commands`` (one slot) in one MULTI/EXEC, then ``WAIT replicas timeout_ms`` on the
+        same connection (one round trip); the results and how many replicas acknowledged."""
+        wait = ("WAIT", replicas, timeout_ms)
+        if self._router is not None:
+            pairs = [(c[1], c) for c in commands]
+            with self._errors():
+                got = self._router.run(pairs, self._recoverable, transaction=True, trailer=wait)
+            return got[:-1], int(got[-1])
+        conn = self._raw_connection()
+        block: list[Sequence[Any]] = [("MULTI",), *commands, ("EXEC",), wait]
+        try:
+            conn.send_packed_command(conn.pack_commands(block))
+            replies = [conn.read_response() for _ in block]
+        except BaseException as exc:
+            conn.disconnect()  # replies may be left unread
+            self._local.conn = None
+            if isinstance(exc, RedisError):
+                raise CacheError(f"Redis cache error: {exc}") from exc
+            raise
+        return list(replies[-2]), int(replies[-1])
+
     def _hot_script(
         self, name: str, keys: Sequence[str], args: Sequence[Any], after: tuple[Any, ...]
     ) -> Any:
@@ -274,14 +310,8 @@ class ScriptRunner:
         (a forked child opens its own); any error other than an error
         reply drops it, so the next call reconnects.
         """
+        conn = self._raw_connection()
         local = self._local
-        conn: Any = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():
-            pool = self._server().connection_pool
-            conn = pool.connection_class(**pool.connection_kwargs)
-            local.conn, local.pid = conn, os.getpid()
-            with self._lock:
-                self._raw_connections.add(conn)
         for attempt in range(3):
             try:
                 conn.send_packed_command(
