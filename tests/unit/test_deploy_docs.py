@@ -227,3 +227,13 @@ def test_the_guide_says_the_examples_are_not_run_wherever_it_cites_them() -> Non
     for block in blocks:
         if cites.search(block):
             assert "no Docker engine" in block, block
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    import tomllib
+
+    project = tomllib.loads(_text(REPO / "pyproject.toml"))
+    patterns = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in patterns}
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", _text(DOCKERFILE), re.MULTILINE))
+    assert packages <= copied, sorted(packages - copied)
