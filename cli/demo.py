@@ -219,6 +219,7 @@ def run_demo(events: int = 300, data_dir: Path | None = None, keep: bool = False
                 return 1
         _print_results(console, Table, manager, redis, expected_events)
         console.print(f"[green]✓[/] done in {time.monotonic() - started:.1f} s; stopping")
+        console.print(_dashboard_hint(root, kept=not made_dir or keep))
         return 0
     finally:
         for child in reversed(children):
@@ -227,6 +228,19 @@ def run_demo(events: int = 300, data_dir: Path | None = None, keep: bool = False
         server.stop()
         if made_dir and not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _dashboard_hint(root: Path, *, kept: bool) -> str:
+    """How to browse the demo's groups in ``tracking dashboard`` (only when its data is kept)."""
+    if not kept:
+        return (
+            "the demo's data goes with its temp dir; to browse it in the web dashboard, run "
+            "[bold]tracking demo --data-dir DIR[/], then the command it prints"
+        )
+    return (
+        "browse its groups: [bold]TRACKING_EVENT_HANDLERS='[\"cli.demo\"]' tracking dashboard "
+        f"--data-dir {root} --key-prefix demo[/] (http://127.0.0.1:5566/groups/alice)"
+    )
 
 
 def _applied_estimate(redis: Any, total: int) -> int:

@@ -55,13 +55,15 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("demo") / "data"
     done = subprocess.run(
         [str(BIN), "demo", "--events", "120", "--data-dir", str(data)],
-        env=_env(),
+        env=_env(COLUMNS="400"),  # wide enough that rich does not fold the printed path
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    flat = " ".join(done.stdout.split())  # rich wraps long lines
+    assert f"tracking dashboard --data-dir {data} --key-prefix demo" in flat
     return data
 
 
