@@ -347,16 +347,22 @@ class TrackingManager(GroupAccess):
         """
         events: list[TrackerEvent] = []
         after = ""
+        # The cache's clock, not this worker's: the roll's id is made of the
+        # period bounds, so a worker clock behind a boundary would send the
+        # id of the roll already done for the ended period, which the cache
+        # drops as a duplicate before it could see the clock disagree - the
+        # RESET would wait until this worker's clock passed the boundary.
+        now = self.data_cache.now()
         while len(events) < limit:
             page = self.data_cache.periodic_groups(limit=100, after=after)
             if not page:
                 break
             for group_id in page:
-                events.extend(self._roll_group(group_id))
+                events.extend(self._roll_group(group_id, now))
             after = page[-1]
         return events
 
-    def _roll_group(self, group_id: str) -> list[TrackerEvent]:
+    def _roll_group(self, group_id: str, now: float) -> list[TrackerEvent]:
         def request(defs: list[TrackerDefinition], now: float) -> _Request | None:
             periods = period_bounds(defs, now)
             if not periods:
@@ -364,7 +370,7 @@ class TrackingManager(GroupAccess):
             digest = hashlib.sha1(repr(sorted(periods.items())).encode(), usedforsecurity=False)
             return [], "period:" + digest.hexdigest(), periods
 
-        applied = self._apply_current(group_id, request, cold_load=False)
+        applied = self._apply_current(group_id, request, cold_load=False, now=now)
         if applied is None:
             return []
         outcome, roll_id, defs = applied
@@ -379,6 +385,7 @@ class TrackingManager(GroupAccess):
         request: Callable[[list[TrackerDefinition], float], _Request | None],
         *,
         cold_load: bool,
+        now: float | None = None,
     ) -> tuple[ApplyOutcome, str, list[TrackerDefinition]] | None:
         """Apply ``request(definitions, now)`` against the group's current definitions.
 
@@ -387,8 +394,10 @@ class TrackingManager(GroupAccess):
         cache's clock when the period bounds were computed from a clock on
         the other side of a boundary (``clock``). None when the group is not
         cached and ``cold_load`` is off, or when ``request`` has nothing to do.
+        ``now`` (a reading of the cache's clock) replaces this process's clock
+        on the first try.
         """
-        clock: float | None = None
+        clock: float | None = now
         for _ in range(MAX_ATTEMPTS):
             loaded = self._group_definitions(group_id)
             if loaded is None:
