@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -117,7 +118,7 @@ def create_app(settings: Settings | None = None, *, source: Source | None = None
             page = source.group_page(group_id)
         except BackendError:
             raise
-        except TrackingError as exc:
+        except TrackingError as exc:  # a bad group id
             return render("error.html", status=400, title="Bad group id", message=str(exc))
         return render("group.html", g=page, status=200 if page.where != "nowhere" else 404)
 
@@ -141,7 +142,7 @@ def create_app(settings: Settings | None = None, *, source: Source | None = None
             Route("/healthz", health, methods=["GET", "HEAD"]),
         ],
         middleware=middleware,
-        exception_handlers={BackendError: backend_error},
+        exception_handlers={BackendError: backend_error, RedisError: backend_error},
     )
     app.state.source = source
     return app

@@ -453,3 +453,22 @@ def test_a_pool_process_writes_its_last_counts_when_it_shuts_down(
     _on_worker_process_shutdown(pid=None)
     counts = _rate_counts(settings)
     assert counts == {"t": 5, "c": 1}
+
+
+def test_an_unreachable_redis_gives_a_503_page_not_a_traceback(tmp_path: Path) -> None:
+    from tests.support.celery_env import free_port
+
+    down = Settings(
+        data_dir=tmp_path,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        store_url=f"file://{tmp_path / 'store'}",
+    )
+    source = Source(down)
+    try:
+        client = TestClient(create_app(down, source=source), raise_server_exceptions=False)
+        for path in ("/groups/g", "/"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert "Backend unavailable" in response.text
+    finally:
+        source.close()
