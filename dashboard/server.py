@@ -44,6 +44,7 @@ def serve(
     settings = settings or get_settings()
     check_exposure(host, settings)
     app = create_app(settings)
+    app.state.source.start_count()  # so the first overview already has a group count
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
     finally:

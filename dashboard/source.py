@@ -407,6 +407,10 @@ class Source:
             with self._count_lock:
                 self._counting = False
 
+    def start_count(self) -> None:
+        """Count the cached groups in the background now (the server does this at start)."""
+        self._group_count(time.time())
+
     def wait_for_count(self, timeout: float = 30.0) -> bool:
         """Start a count if none ran and wait for it (tests, the benchmark)."""
         self._group_count(time.time())
