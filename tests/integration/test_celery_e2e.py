@@ -15,6 +15,7 @@ queues.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -32,6 +33,7 @@ from tasks import add_trackers, dispatch_event, drain_outbox, flush_dirty, track
 from tasks.events import publish_now
 from tests.support.celery_env import Deployment, deployment, received, require, wait_until
 from tests.support.celery_handlers import HOLD_ENV, RECORD_ENV, REWARDS, RUNS, record_every_event
+from tests.support.cli_run import run_cli
 from tracking import AccumulationTracker, CountTracker, KeyValueEQ
 from tracking.events import TrackerEvent
 from tracking.factory import store_from_settings
@@ -70,12 +72,15 @@ def test_track_end_to_end_handler_runs_once(dep: Deployment) -> None:
 
 
 def test_cluster_cache_with_rabbitmq_quorum_queues(cluster_redis_url: str, tmp_path: Path) -> None:
-    """The same flow with a Redis Cluster cache (``redis+cluster://``: worker, beat and
-    this process) and RabbitMQ quorum queues (publisher confirms on)."""
+    """The same flow with a Redis Cluster cache (``redis+cluster://``: worker, beat, the
+    CLI and this process) and RabbitMQ quorum queues (publisher confirms on)."""
     for dep in _deploy(
         "rabbitmq-cluster", tmp_path, redis_url=cluster_redis_url, rabbitmq_quorum_queues=True
     ):
         _end_to_end(dep)
+        shown = run_cli("show", "u1", "--json", env=dep.env)  # the CLI on the cluster too
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert [t["name"] for t in json.loads(shown.stdout)] == ["spend"]
         listed = subprocess.run(
             ["rabbitmqctl", "-q", "list_queues", "-p", dep.vhost, "name", "type"],
             capture_output=True,

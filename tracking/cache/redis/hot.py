@@ -105,7 +105,10 @@ class HotPath(IndexedGroups):
         if self._router is None:
             reply = self._hot_script("apply", keys, args, self._work_command(group_id))
         else:
-            reply = self._routed([("script", "apply", keys, args)])[0]
+            with self._errors():
+                reply = self._router.run_one(
+                    keys[0], self._invocation("apply", keys, args), self._recoverable
+                )
             if _wants_index(reply):
                 self._execute([self._work_command(group_id)])
         return _parse_outcome(reply)
