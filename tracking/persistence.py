@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from tracking.cache.base import CachedTracker, DataCache, DirtySnapshot, SeenEvent
-from tracking.errors import BackendError, TrackingError, TrackingValueError
+from tracking.errors import BackendError, StoreError, TrackingError, TrackingValueError
 from tracking.model import TrackerState
 from tracking.spec import definition_from_spec
 from tracking.store.base import DataStore, TrackerRecord
@@ -33,8 +33,16 @@ def records_to_cache(records: list[TrackerRecord]) -> list[CachedTracker]:
     """Store records -> cache entries (validated: a bad record is an error, not a crash)."""
     result = []
     for record in records:
-        definition = definition_from_spec(record.spec)
-        state = TrackerState.from_json(record.state, definition)
+        try:
+            definition = definition_from_spec(record.spec)
+            state = TrackerState.from_json(record.state, definition)
+        except (TrackingError, TypeError, ValueError) as exc:
+            # A corrupt or tampered record: name it. A StoreError, so the
+            # event waits (retried) until the record is repaired.
+            raise StoreError(
+                f"corrupt store record of tracker {record.name!r} of group "
+                f"{record.group_id!r}: {exc}"
+            ) from None
         result.append(CachedTracker(definition, state, record.expire_at))
     return result
 

@@ -155,7 +155,7 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
                         f"definition {content_hash} is missing from Redis "
                         f"(key {self._def_key(content_hash)!r}); was the cache flushed?"
                     )
-                definition = definition_from_spec(json.loads(_s(spec_json)))
+                definition = self._load_definition(self._def_key(content_hash), spec_json)
                 self._remember_definition(content_hash, definition)
                 found[content_hash] = definition
         return found
@@ -221,9 +221,11 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
         meta = _decode_hash(raw_meta)
         if not meta:
             return None
-        return self._build_group(meta, _decode_hash(raw_state))
+        return self._build_group(meta, _checked_states(raw_state, keys[0]), keys[0])
 
-    def _build_group(self, meta: dict[str, str], states: dict[str, str]) -> CachedGroup:
+    def _build_group(
+        self, meta: dict[str, str], states: dict[str, str], state_key: str = ""
+    ) -> CachedGroup:
         version, entries = _parse_meta(meta)
         definitions = self._resolve(e.content_hash for e in entries)
         group = CachedGroup(version=version)
@@ -231,10 +233,29 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
             packed = states.get(entry.name)
             if packed is None:  # never written apart; tolerate a torn manual edit
                 continue
+            try:
+                state = unpack_state(packed)
+            except (ValueError, KeyError, IndexError):
+                raise _corrupt(state_key, entry.name, packed) from None
             group.trackers[entry.name] = CachedTracker(
-                definitions[entry.content_hash], unpack_state(packed), entry.expire_at
+                definitions[entry.content_hash], state, entry.expire_at
             )
         return group
+
+    @staticmethod
+    def _load_definition(key: str, spec_json: Any) -> TrackerDefinition:
+        """A definition read from ``key``: JSON through the spec registry, nothing else.
+
+        Whatever else is there (a pickle, an expression, an unknown type)
+        raises a ``CacheError`` naming the key; nothing in it is executed.
+        """
+        try:
+            return definition_from_spec(json.loads(_s(spec_json)))
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise CacheError(
+                f"corrupt definition record {key!r}: {exc}; "
+                "rewrite it from the tracker's spec (update_tracker) or the store"
+            ) from None
 
     # -- cold load -----------------------------------------------------------
 
@@ -460,3 +481,21 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
         if self._owns_client:
             with self._errors():
                 self._client.close()
+
+
+def _corrupt(state_key: str, name: str, packed: object) -> CacheError:
+    return CacheError(
+        f"corrupt state record of tracker {name!r} in {state_key!r}: {packed!r:.60}; "
+        "reload the group from the store (evict it) or reset the tracker"
+    )
+
+
+def _checked_states(raw_state: Any, state_key: str) -> dict[str, str]:
+    """The state hash as text; a record that is not text is named in a ``CacheError``."""
+    states = {}
+    for field, packed in (raw_state or {}).items():
+        try:
+            states[_s(field)] = _s(packed)
+        except UnicodeDecodeError:
+            raise _corrupt(state_key, _s(field), packed) from None
+    return states

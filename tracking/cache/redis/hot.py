@@ -7,17 +7,19 @@ object (:meth:`HotPath._compile`) and per-group key lists kept in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from tracking.cache.base import ApplyOutcome, ApplyRequest, PeriodBounds, TrackStep
+from tracking.cache.base import ApplyOutcome, ApplyRequest, CachedGroup, PeriodBounds, TrackStep
 from tracking.cache.redis.codec import _parse_outcome, _s, enc_number, rules_of
 from tracking.cache.redis.indexes import IndexedGroups
+from tracking.errors import CacheError
 from tracking.model import TrackerDefinition
 
 _KEYS_CACHE_SIZE = 100_000
@@ -48,6 +50,10 @@ class HotPath(IndexedGroups):
     _window_arg: str
     _max_arg: str
     _grace_arg: str
+
+    if TYPE_CHECKING:
+
+        def get_group(self, group_id: str) -> CachedGroup | None: ...
 
     def _script_keys(self, group_id: str) -> list[str]:
         """The keys every group script gets: the group's six (one hash tag, one slot)."""
@@ -102,16 +108,31 @@ class HotPath(IndexedGroups):
         """
         args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
         keys = self._script_keys(group_id)
-        if self._router is None:
-            reply = self._hot_script("apply", keys, args, self._work_command(group_id))
-        else:
-            with self._errors():
-                reply = self._router.run_one(
-                    keys[0], self._invocation("apply", keys, args), self._recoverable
-                )
-            if _wants_index(reply):
-                self._execute([self._work_command(group_id)])
+        try:
+            if self._router is None:
+                reply = self._hot_script("apply", keys, args, self._work_command(group_id))
+            else:
+                with self._errors():
+                    reply = self._router.run_one(
+                        keys[0], self._invocation("apply", keys, args), self._recoverable
+                    )
+                if _wants_index(reply):
+                    self._execute([self._work_command(group_id)])
+        except CacheError:
+            self._name_corrupt_record(group_id)
+            raise
         return _parse_outcome(reply)
+
+    def _name_corrupt_record(self, group_id: str) -> None:
+        """After a failed script: raise a ``CacheError`` naming a corrupt record of the group.
+
+        A script stops with a bare Lua error on a record it cannot parse (a
+        tampered or hand-edited state); reading the group through the codec
+        names it. Only on the error path; does nothing when the group reads
+        cleanly (the failure was something else, raised as it was).
+        """
+        with contextlib.suppress(RedisError):
+            self.get_group(group_id)  # raises CacheError naming the record
 
     def apply_many(self, requests: Sequence[ApplyRequest]) -> list[ApplyOutcome]:
         """Every request's script and work index write in one pipeline (one round trip).
