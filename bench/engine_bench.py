@@ -401,6 +401,11 @@ class Server:
             for key, v in raw.items()
         }
 
+    def cpu_seconds(self) -> float:
+        """``used_cpu_sys + used_cpu_user`` of the whole server (all its clients)."""
+        cpu = self.admin.info("cpu")
+        return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
     def used_memory(self) -> int:
         """``used_memory`` of the whole server."""
         return int(self.admin.info("memory")["used_memory"])
@@ -519,6 +524,7 @@ def run_cell(
                 err_file.seek(0)
                 raise RuntimeError(f"{engine} worker died before ready:\n{err_file.read()[-4000:]}")
         before = server.commandstats()
+        cpu_before = server.cpu_seconds()
         for worker in workers:
             assert worker.stdin is not None
             worker.stdin.write("go\n")
@@ -531,6 +537,7 @@ def run_cell(
                 raise RuntimeError(f"{engine} worker failed:\n{err_file.read()[-4000:]}")
             results.append(json.loads(out.strip().splitlines()[-1]))
         after = server.commandstats()
+        cpu_after = server.cpu_seconds()
     events = sum(r["events"] for r in results)
     lat = sorted(v for r in results for v in r["lat_us"])
     elapsed = max(r["elapsed_s"] for r in results)
@@ -562,7 +569,12 @@ def run_cell(
             "commands_per_event": round(sum(client_cmds.values()) / events, 4),
             "by_command": {k: round(v / events, 4) for k, v in sorted(client_cmds.items())},
         },
-        "server": stats_delta(before, after, events),
+        "server": {
+            **stats_delta(before, after, events),
+            # INFO cpu: the server's CPU (commands, Lua, network I/O) per event,
+            # server-wide like commandstats (run on a private server to read it).
+            "cpu_us_per_event": round((cpu_after - cpu_before) / events * 1e6, 2),
+        },
     }
 
 
@@ -708,8 +720,9 @@ def markdown(results: dict[str, Any]) -> str:
     out = [
         "| trackers | groups | procs | variant | ours ev/s | dictrack ev/s | ratio "
         "| ours p50 / p99 ms | dictrack p50 / p99 ms | ours RT/ev | dictrack RT/ev "
-        "| ours Redis calls/ev (EVALSHA) | dictrack Redis calls/ev |",
-        "|---:|---:|---:|---|---:|---:|---:|---|---|---:|---:|---|---:|",
+        "| ours Redis calls/ev (EVALSHA) | dictrack Redis calls/ev "
+        "| ours / dictrack Redis CPU us/ev |",
+        "|---:|---:|---:|---|---:|---:|---:|---|---|---:|---:|---|---:|---|",
     ]
     by = {
         (c["engine"], c["variant"], c["trackers"], c["groups"], c["procs"]): c
@@ -728,6 +741,10 @@ def markdown(results: dict[str, Any]) -> str:
         def lat(c: dict[str, Any]) -> str:
             return f"{c['latency_us']['p50'] / 1000:.2f} / {c['latency_us']['p99'] / 1000:.2f}"
 
+        def cpu(c: dict[str, Any]) -> str:
+            value = c["server"].get("cpu_us_per_event")
+            return "-" if value is None else f"{value:.0f}"
+
         out.append(
             f"| {key[1]} | {key[2]:,} | {key[3]} | {key[0]} "
             f"| {mine['events_per_s']:,.0f} | {theirs['events_per_s']:,.0f} "
@@ -737,7 +754,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {theirs['client']['round_trips_per_event']:.2f} "
             f"| {mine['server']['calls_per_event']:.1f} "
             f"({mine['server']['evalsha_per_event']:.2f}) "
-            f"| {theirs['server']['calls_per_event']:.1f} |"
+            f"| {theirs['server']['calls_per_event']:.1f} "
+            f"| {cpu(mine)} / {cpu(theirs)} |"
         )
     out += [
         "",

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from tracking._validate import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_EVENT_DEPTH, check_expiry
-from tracking.cache.base import CachedTracker, DataCache, OutboxEntry
+from tracking.cache.base import CachedTracker, DataCache, OutboxEntry, TrackStep
 from tracking.engine import Fired
 from tracking.errors import TrackingTypeError, TrackingValueError
 from tracking.events import EVENT_ALL, BaseEvent, TrackerEvent
 from tracking.firing import fired_events
 from tracking.model import TrackerDefinition
 from tracking.persistence import flush_group, load_group
+from tracking.plan import EventPlan
 from tracking.store.base import DataStore
 
 logger = logging.getLogger("tracking.manager")
@@ -65,6 +66,7 @@ class GroupAccess:
         self._listeners: dict[int, list[Listener]] = defaultdict(list)
         self._definitions: OrderedDict[str, tuple[int, list[TrackerDefinition]]] = OrderedDict()
         self._definitions_cache_size = definitions_cache_size
+        self._plans: dict[int, EventPlan] = {}
 
     # -- listeners -------------------------------------------------------
     def add_listener(self, code: int, cb: Listener) -> None:
@@ -115,6 +117,20 @@ class GroupAccess:
         self._definitions[group_id] = loaded
         while len(self._definitions) > self._definitions_cache_size:
             self._definitions.popitem(last=False)
+
+    def _steps(self, definitions: list[TrackerDefinition], data: dict[str, Any]) -> list[TrackStep]:
+        """The steps an event makes: one per tracker whose conditions it meets.
+
+        Through the :class:`EventPlan` of this definitions list (the cached
+        list object of a group, so built once per group and version).
+        """
+        plan = self._plans.get(id(definitions))
+        if plan is None or plan.definitions is not definitions:
+            plan = EventPlan(definitions)
+            if len(self._plans) >= 2 * self._definitions_cache_size:
+                self._plans.clear()
+            self._plans[id(definitions)] = plan
+        return plan.steps(data)
 
     def _forget(self, group_id: str) -> None:
         self._definitions.pop(group_id, None)

@@ -43,22 +43,12 @@ from tracking.events import TrackerEvent
 from tracking.firing import TrackResult, track_result
 from tracking.model import Number, TrackerDefinition, check_reset_policy
 from tracking.persistence import FlushReport, flush_dirty, flush_group, load_group, records_to_cache
-from tracking.trackers import BaseTracker, evaluate
+from tracking.trackers import BaseTracker
 
 logger = logging.getLogger(__name__)
 
 #: How many times ``track`` re-evaluates after a definitions change or cold load.
 MAX_ATTEMPTS = 5
-
-
-def _steps(definitions: Iterable[TrackerDefinition], data: dict[str, Any]) -> list[TrackStep]:
-    """The steps an event makes: one per tracker whose conditions it meets."""
-    steps = []
-    for definition in definitions:
-        delta = evaluate(definition, data)
-        if delta is not None:
-            steps.append(TrackStep(definition, delta))
-    return steps
 
 
 #: What one apply needs beyond the group: its steps, event id and period bounds.
@@ -104,7 +94,7 @@ class TrackingManager(GroupAccess):
         track_id = event_id
 
         def request(defs: list[TrackerDefinition], now: float) -> _Request:
-            return _steps(defs, data), track_id, period_bounds(defs, now)
+            return self._steps(defs, data), track_id, period_bounds(defs, now)
 
         # A cold group whose store read fails raises StoreError (a BackendError):
         # the caller must not acknowledge an event that was not applied.
@@ -155,7 +145,7 @@ class TrackingManager(GroupAccess):
                     later.append(index)  # cold group: the single path loads it
                     continue
                 version, defs = loaded
-                steps = _steps(defs, data)
+                steps = self._steps(defs, data)
             except (TrackingTypeError, TrackingValueError) as exc:
                 results[index] = exc
                 continue

@@ -65,6 +65,11 @@ def evaluate(definition: TrackerDefinition, data: dict[str, Any]) -> Number | No
     for condition in definition.conditions:
         if not condition.check(data):
             return None
+    return delta_of(definition, data)
+
+
+def delta_of(definition: TrackerDefinition, data: dict[str, Any]) -> Number | None:
+    """:func:`evaluate` once the conditions hold: 1, or the number at ``key`` (None if absent)."""
     if definition.kind == "count":
         return 1
     assert definition.key is not None

@@ -161,22 +161,23 @@ end
 
 for i = 9, #ARGV, 3 do
   local name, delta = ARGV[i], ARGV[i + 1]
-  local r = rules(ARGV[i + 2])
+  local r = RULES[ARGV[i + 2]] or rules(ARGV[i + 2])
   local k = slot[name]
   local quick = nil
   if states[name] == nil and fast[name] == nil and packed[k] and not dead[k] then
     quick = fast_step(packed[k], r, delta)
   end
-  if quick then
-    fast[name] = quick
-    if not is_changed[name] then
-      changed_l[#changed_l + 1] = name
-      is_changed[name] = true
-    end
-    touch(name)
-  end
   local st = nil
-  if not quick then st = live_state(name) end
+  if quick then
+    -- untouched so far (neither rolled nor stepped): no flag to check
+    fast[name] = quick
+    changed_l[#changed_l + 1] = name
+    is_changed[name] = true
+    is_touched[name] = true
+    touched[#touched + 1] = name
+  else
+    st = live_state(name)
+  end
   if st then
     local changed, refused, fired_list = step(r, name, st, tonumber(delta), is_float(delta), now)
     local completed, limited = false, refused
@@ -206,11 +207,12 @@ end
 -- Writes: one HSET of the changed states, one of the group fields.
 local packs = {}
 for _, name in ipairs(touched) do packs[name] = fast[name] or pack_state(states[name]) end
-local writes = {}
+local writes, n = {}, 0
 for _, name in ipairs(changed_l) do
   if not is_removed[name] then
-    writes[#writes + 1] = name
-    writes[#writes + 1] = packs[name]
+    writes[n + 1] = name
+    writes[n + 2] = packs[name]
+    n = n + 2
   end
 end
 if #writes > 0 then redis.call('HSET', KEYS[1], unpack(writes)) end
@@ -285,9 +287,9 @@ end
 local flines = {}
 for _, f in ipairs(fired_all) do flines[#flines + 1] = fired_line(f) .. '\t' .. f.name end
 local sparts = {}
-for _, name in ipairs(touched) do
-  sparts[#sparts + 1] = name
-  sparts[#sparts + 1] = packs[name]
+for j, name in ipairs(touched) do
+  sparts[2 * j - 1] = name
+  sparts[2 * j] = packs[name]
 end
 return { 'ok', version, nows, table.concat(sparts, '\t'), table.concat(changed_l, '\t'),
   table.concat(limited_l, '\t'), table.concat(completed_l, '\t'), table.concat(flines, '\n'), widx }

@@ -275,13 +275,41 @@ end
 -- progress changes (changed, nothing refused or fired) and the rest of the
 -- record is kept verbatim. Returns the new packed state, or nil when the
 -- case does not apply (the caller runs step on the unpacked state).
+-- The verdicts on a delta text and on a record's tail (":stage:flags[|period]")
+-- are remembered (few distinct ones; bounded like RULES): on the hot path
+-- only the progress is parsed.
+local INT_DELTA, TAIL_STAGE, FAST_COUNT = {}, {}, 0
+local function fast_verdicts_full()
+  FAST_COUNT = FAST_COUNT + 1
+  if FAST_COUNT > 10000 then
+    INT_DELTA, TAIL_STAGE, FAST_COUNT = {}, {}, 0
+  end
+end
 local function fast_step(packed, r, delta)
-  if #r[4] > 0 or not string.match(delta, '^%-?%d+$') then return nil end
-  local ptext, stage, rest = string.match(packed, '^(%-?%d+):(%d+)(:0|?%d*)$')
-  if not ptext then return nil end
-  local p = tonumber(ptext) + tonumber(delta)
-  if p >= r[1][tonumber(stage) + 1] then return nil end
-  return string.format('%d', p) .. ':' .. stage .. rest
+  if r[4][1] ~= nil then return nil end
+  local d = INT_DELTA[delta]
+  if d == nil then
+    d = string.match(delta, '^%-?%d+$') ~= nil and tonumber(delta)
+    fast_verdicts_full()
+    INT_DELTA[delta] = d
+  end
+  if not d then return nil end
+  local colon = string.find(packed, ':', 1, true)
+  if not colon then return nil end
+  local tail = string.sub(packed, colon)
+  local stage = TAIL_STAGE[tail]
+  if stage == nil then
+    local text = string.match(tail, '^:(%d+):0|?%d*$')
+    stage = text ~= nil and tonumber(text) + 1
+    fast_verdicts_full()
+    TAIL_STAGE[tail] = stage
+  end
+  if not stage then return nil end
+  local ptext = string.sub(packed, 1, colon - 1)
+  if not string.find(ptext, '^%-?%d+$') then return nil end
+  local p = tonumber(ptext) + d
+  if p >= r[1][stage] then return nil end
+  return string.format('%d', p) .. tail
 end
 
 -- engine.roll_period: move a periodic tracker into the period starting at

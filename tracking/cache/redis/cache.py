@@ -38,7 +38,7 @@ from tracking.cache.redis.codec import (
     seen_records,
     unpack_state,
 )
-from tracking.cache.redis.hot import HotPath, _Compiled
+from tracking.cache.redis.hot import HotPath, _Compiled, _HotHeads
 from tracking.cache.redis.inspect import InspectedCache
 from tracking.engine import Fired
 from tracking.errors import CacheError, ConflictingNameError, TrackingValueError
@@ -126,6 +126,7 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
         self._definitions: OrderedDict[str, TrackerDefinition] = OrderedDict()
         self._compiled: OrderedDict[int, _Compiled] = OrderedDict()
         self._keys: dict[str, list[str]] = {}
+        self._hot_heads: dict[str, _HotHeads] = {}
 
     # -- plumbing ----------------------------------------------------------
 

@@ -28,6 +28,16 @@ def _s(value: Any) -> str:
     return str(value)
 
 
+def bulk(value: str) -> bytes:
+    """``value`` as one RESP bulk string (``$<len>``, CRLF, UTF-8 bytes, CRLF), as redis-py sends.
+
+    The hot path encodes its command itself (see ``RedisDataCache.apply``),
+    with the parts that are the same on every call (keys, rules) encoded once.
+    """
+    data = value.encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 def enc_number(value: Number) -> str:
     """A number as the scripts read it: ints as digits, floats by ``repr`` (exact)."""
     if isinstance(value, float):

@@ -3,12 +3,19 @@
 One round trip per event (see :meth:`HotPath.apply`): the script's
 arguments come from per-definition rules computed once per definition
 object (:meth:`HotPath._compile`) and per-group key lists kept in memory.
+The arguments have two forms: :meth:`HotPath._apply_args` (a list, for
+redis-py pipelines: ``apply_many`` and the cluster router) and, on one
+server, :meth:`HotPath._packed_apply`, the bytes on the wire, where what is
+constant per group (keys, the work index command around its score) and per
+definition (name, rules) is encoded once. A unit test holds the two to the
+same bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError, ResponseError
 
 from tracking.cache.base import ApplyOutcome, ApplyRequest, CachedGroup, PeriodBounds, TrackStep
-from tracking.cache.redis.codec import _parse_outcome, _s, enc_number, rules_of
+from tracking.cache.redis.codec import _parse_outcome, _s, bulk, enc_number, rules_of
 from tracking.cache.redis.indexes import IndexedGroups
 from tracking.errors import CacheError
 from tracking.model import TrackerDefinition
@@ -33,12 +40,20 @@ class _Compiled:
 
     ``periodic_rules`` is ``rules`` for a tracker with a calendar reset
     period and "" otherwise (what install/put record for rollover).
+    ``name_bulk`` and ``rules_bulk`` are the name and rules as the hot path
+    sends them (RESP bulk strings, see :meth:`HotPath._packed_apply`).
     """
 
     definition: TrackerDefinition
     content_hash: str
     rules: str
     periodic_rules: str
+    name_bulk: bytes
+    rules_bulk: bytes
+
+
+#: See :meth:`HotPath._hot_heads_of`.
+_HotHeads = tuple[tuple[str, bool], bytes, bytes, bytes, bytes, int]
 
 
 class HotPath(IndexedGroups):
@@ -50,6 +65,7 @@ class HotPath(IndexedGroups):
     _window_arg: str
     _max_arg: str
     _grace_arg: str
+    _hot_heads: dict[str, _HotHeads]
 
     if TYPE_CHECKING:
 
@@ -77,6 +93,8 @@ class HotPath(IndexedGroups):
             definition.content_hash(),
             rules,
             "" if definition.period is None else rules,
+            bulk(definition.name),
+            bulk(rules),
         )
         self._compiled[key] = compiled
         if len(self._compiled) > _COMPILED_CACHE_SIZE:
@@ -106,12 +124,16 @@ class HotPath(IndexedGroups):
         alone and the entry is written after its reply, only when the reply
         asks for it (see :mod:`tracking.cache.redis.indexes`).
         """
-        args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
-        keys = self._script_keys(group_id)
         try:
             if self._router is None:
-                reply = self._hot_script("apply", keys, args, self._work_command(group_id))
+                reply = self._hot_script(
+                    lambda: self._packed_apply(
+                        group_id, version, steps, event_id, source_id, periods
+                    )
+                )
             else:
+                args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
+                keys = self._script_keys(group_id)
                 with self._errors():
                     reply = self._router.run_one(
                         keys[0], self._invocation("apply", keys, args), self._recoverable
@@ -202,6 +224,70 @@ class HotPath(IndexedGroups):
             self._execute(work)
         return [_parse_outcome(reply) for reply in replies]
 
+    def _packed_apply(
+        self,
+        group_id: str,
+        version: int,
+        steps: Sequence[TrackStep],
+        event_id: str,
+        source_id: str | None,
+        periods: PeriodBounds | None,
+    ) -> bytes:
+        """The apply script and its work index write, encoded for the wire (one server).
+
+        The same two commands as :meth:`_apply_args` and ``_work_command``
+        give, as redis-py would pack them, but with what is constant per
+        group and per definition encoded once: generic packing cost about
+        15 µs per event at 10 trackers.
+        """
+        heads = self._hot_heads.get(group_id)
+        if heads is None or heads[0] != (self._library, self._functions):
+            heads = self._hot_heads_of(group_id)
+        _, call_head, group_part, work_head, work_tail, head_count = heads
+        compile_ = self._compile
+        chunks = [
+            b"*%d\r\n" % (head_count + 3 * len(steps)),
+            call_head,
+            bulk(event_id),
+            bulk(str(version)),
+            bulk(source_id or event_id),
+            group_part,
+            bulk(
+                json.dumps({name: [int(b[0]), int(b[1])] for name, b in periods.items()})
+                if periods
+                else ""
+            ),
+        ]
+        for item in steps:
+            compiled = compile_(item.definition)
+            delta = item.delta
+            chunks += (
+                compiled.name_bulk,
+                _ONE if delta == 1 and type(delta) is int else bulk(_delta_arg(delta)),
+                compiled.rules_bulk,
+            )
+        chunks += (work_head, bulk(repr(time.time())), work_tail)
+        return b"".join(chunks)
+
+    def _hot_heads_of(self, group_id: str) -> _HotHeads:
+        """The encoded parts of a group's hot commands that never change (see above),
+        and how many arguments the script command has besides the steps'. Valid
+        for one library and command (FCALL or EVALSHA), which the first item names."""
+        head = self._invocation("apply", self._script_keys(group_id), [])
+        work = self._work_command(group_id)
+        heads = (
+            (self._library, self._functions),
+            b"".join(bulk(str(item)) for item in head),
+            bulk(group_id) + bulk(self._window_arg) + bulk(self._max_arg) + bulk(self._grace_arg),
+            b"*5\r\n" + bulk(work[0]) + bulk(work[1]) + bulk(work[2]),
+            bulk(work[4]),
+            len(head) + 8,
+        )
+        if len(self._hot_heads) >= _KEYS_CACHE_SIZE:
+            self._hot_heads.clear()
+        self._hot_heads[group_id] = heads
+        return heads
+
     def _apply_args(
         self,
         group_id: str,
@@ -235,10 +321,18 @@ class HotPath(IndexedGroups):
             delta = item.delta
             args += (
                 item.definition.name,
-                str(delta) if type(delta) is int else enc_number(delta),
+                _delta_arg(delta),
                 compile_(item.definition).rules,
             )
         return args
+
+
+_ONE = bulk("1")
+
+
+def _delta_arg(delta: Any) -> str:
+    """A step's delta as the apply script reads it (see ``codec.enc_number``)."""
+    return str(delta) if type(delta) is int else enc_number(delta)
 
 
 def _wants_index(reply: Any) -> bool:

@@ -20,7 +20,7 @@ import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -298,14 +298,14 @@ class ScriptRunner:
             raise
         return list(replies[-2]), int(replies[-1])
 
-    def _hot_script(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], after: tuple[Any, ...]
-    ) -> Any:
-        """The script and then ``after`` (its index write) on this thread's own connection.
+    def _hot_script(self, pack: Callable[[], bytes]) -> Any:
+        """A script and then its index write, ``pack()`` encoded, on this thread's own connection.
 
-        Both commands go out in one write (one round trip), bypassing
-        redis-py's pool: no pool checkout/release, retry wrapper or
-        response callback (about 20 µs per call with redis-py 8). Returns
+        ``pack`` is called again on a retry (the server may have turned out
+        to need EVALSHA meanwhile). Both commands go out in one write (one
+        round trip), bypassing redis-py's pool: no pool checkout/release,
+        retry wrapper or response callback (about 20 µs per call with
+        redis-py 8). Returns
         the script's reply. The connection is per thread and per process
         (a forked child opens its own); any error other than an error
         reply drops it, so the next call reconnects.
@@ -314,9 +314,7 @@ class ScriptRunner:
         local = self._local
         for attempt in range(3):
             try:
-                conn.send_packed_command(
-                    conn.pack_commands([self._invocation(name, keys, args), after])
-                )
+                conn.send_packed_command([pack()])
                 failed: ResponseError | None = None
                 try:
                     reply = conn.read_response()
