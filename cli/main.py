@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Annotated
 
@@ -99,6 +100,45 @@ def beat(
     _exec_celery(["beat", "-l", loglevel, "-s", str(schedule), *ctx.args])
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_AUTH_OPTIONS = ("--basic-auth", "--basic_auth", "--auth")
+
+
+def flower_args(
+    port: int,
+    address: str,
+    unauthenticated_api: bool,
+    extra: list[str],
+    environ: MutableMapping[str, str],
+) -> list[str]:
+    """Flower's arguments, after refusing set-ups that would expose it without auth.
+
+    Never unauthenticated by default: ``FLOWER_UNAUTHENTICATED_API`` is
+    removed from ``environ`` (so an inherited variable cannot open the
+    API) and set only with ``--unauthenticated-api``, which is refused off
+    loopback; listening on any other address needs Flower's basic auth
+    (``--basic-auth=user:password`` or ``FLOWER_BASIC_AUTH``) or OAuth
+    (``--auth=REGEX`` with ``--auth_provider``, or ``FLOWER_AUTH``).
+    """
+    environ.pop("FLOWER_UNAUTHENTICATED_API", None)
+    if any(arg.startswith(("--address", "--port")) for arg in extra):
+        raise typer.BadParameter("use tracking flower's own --address/--port")
+    loopback = address in LOOPBACK or address.startswith("127.")
+    has_auth = any(arg.startswith(_AUTH_OPTIONS) for arg in extra) or bool(
+        environ.get("FLOWER_BASIC_AUTH") or environ.get("FLOWER_AUTH")
+    )
+    if unauthenticated_api:
+        if not loopback:
+            raise typer.BadParameter("--unauthenticated-api is for a loopback address only")
+        environ["FLOWER_UNAUTHENTICATED_API"] = "true"
+    elif not loopback and not has_auth:
+        raise typer.BadParameter(
+            f"Flower would listen on {address} without authentication; pass "
+            "--basic-auth=USER:PASSWORD (or --auth=REGEX with an OAuth --auth_provider)"
+        )
+    return ["flower", f"--port={port}", f"--address={address}", *extra]
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def flower(
     ctx: typer.Context,
@@ -107,14 +147,16 @@ def flower(
     unauthenticated_api: Annotated[
         bool,
         typer.Option(
-            "--unauthenticated-api", help="Open Flower's HTTP API without auth (local use only)."
+            "--unauthenticated-api", help="Open Flower's HTTP API without auth (loopback only)."
         ),
     ] = False,
 ) -> None:
-    """Flower on the same broker (dashboard at http://ADDRESS:PORT)."""
-    if unauthenticated_api:
-        os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
-    _exec_celery(["flower", f"--port={port}", f"--address={address}", *ctx.args])
+    """Flower on the same broker (dashboard at http://ADDRESS:PORT); see docs/security.md.
+
+    Extra options go to Flower, e.g. ``--basic-auth=user:password``.
+    """
+    args = flower_args(port, address, unauthenticated_api, list(ctx.args), os.environ)
+    _exec_celery(args)
 
 
 @app.command()
