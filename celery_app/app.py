@@ -24,6 +24,10 @@ app.config_from_object("celery_app.celeryconfig")
 
 # Signal handlers (per-process manager, metrics server, handler imports).
 import celery_app.signals  # noqa: E402,F401  (registers receivers)
+from celery_app.batching import BatchQueueConsumer  # noqa: E402
+
+# tasks.track's queue on a channel of its own, at the batch prefetch.
+app.steps["consumer"].add(BatchQueueConsumer)
 
 
 def configure(settings: Settings) -> None:

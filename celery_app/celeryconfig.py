@@ -15,6 +15,11 @@ Why each choice (see DESIGN.md, "Celery conventions"):
 - ``worker_prefetch_multiplier`` 1 by default: a dying worker holds back
   at most one message per process (``TRACKING_PREFETCH_MULTIPLIER`` raises
   it for hot tracking queues; redelivery stays safe thanks to dedupe).
+  The one exception is ``tasks.track``: it has its own queue
+  (``tracking.batch``) that a worker consumes on a channel of its own with
+  ``TRACKING_BATCH_PREFETCH`` (see :mod:`celery_app.batching`), because
+  batching single messages needs hundreds of them in flight while every
+  other queue stays at prefetch 1.
 - Redis broker ``visibility_timeout`` above the longest countdown (the
   retry backoff cap), or a retried task would be redelivered twice.
 - Task events on (``worker_send_task_events``, ``task_send_sent_event``)
@@ -38,15 +43,18 @@ from tracking.errors import TrackingValueError
 #: Queues by role. A worker started by ``tracking worker`` consumes all of
 #: them; production may run dedicated workers per queue.
 QUEUE_TRACKING = "tracking"
+#: ``tasks.track`` only: consumed in batches (celery_app.batching).
+QUEUE_TRACK_BATCH = "tracking.batch"
 QUEUE_ADMIN = "admin"
 QUEUE_EVENTS = "events"
 QUEUE_MAINTENANCE = "maintenance"
-QUEUES = (QUEUE_TRACKING, QUEUE_ADMIN, QUEUE_EVENTS, QUEUE_MAINTENANCE)
+QUEUES = (QUEUE_TRACK_BATCH, QUEUE_TRACKING, QUEUE_ADMIN, QUEUE_EVENTS, QUEUE_MAINTENANCE)
 
 #: Task name -> queue. Names are stable public API (``send_task`` by name
 #: works from any process without importing ``tasks``).
 TASK_QUEUES: dict[str, str] = {
-    "tasks.track": QUEUE_TRACKING,
+    "tasks.track": QUEUE_TRACK_BATCH,
+    "tasks.track_one": QUEUE_TRACKING,
     "tasks.track_many": QUEUE_TRACKING,
     "tasks.add_tracker": QUEUE_ADMIN,
     "tasks.add_trackers": QUEUE_ADMIN,

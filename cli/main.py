@@ -36,6 +36,8 @@ from cli.errors import CliError, ExitCode, exit_codes_help, guard
 
 HELP = f"Condition-based progress tracking on Celery.\n\n{exit_codes_help()}"
 
+from cli.procs import ALL_QUEUES
+
 app = typer.Typer(
     help=HELP,
     no_args_is_help=True,
@@ -79,7 +81,7 @@ def _exec_celery(args: list[str]) -> None:
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option("-c", "--concurrency", min=1)] = 2,
-    queues: Annotated[str, typer.Option("-Q", "--queues")] = "tracking,admin,events,maintenance",
+    queues: Annotated[str, typer.Option("-Q", "--queues")] = ALL_QUEUES,
     loglevel: Annotated[str, typer.Option("-l", "--loglevel")] = "INFO",
 ) -> None:
     """A prefork worker on all queues (extra arguments go to 'celery worker')."""

@@ -20,7 +20,7 @@ from typing import IO
 
 from tracking._process import die_with_parent, stop_process
 
-ALL_QUEUES = "tracking,admin,events,maintenance"
+ALL_QUEUES = "tracking.batch,tracking,admin,events,maintenance"
 #: Warm shutdown of a busy prefork worker took ~32 s here; allow 45 s.
 WARM_SHUTDOWN_SECONDS = 45.0
 

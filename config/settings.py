@@ -143,6 +143,23 @@ class Settings(BaseSettings):
     flower_url: str = Field(
         default="http://127.0.0.1:5555", description="Where the dashboard links to Flower."
     )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Single track messages applied together by one track_many call (at most).",
+    )
+    batch_flush_ms: int = Field(
+        default=50,
+        ge=1,
+        le=60_000,
+        description="A track batch is flushed at most this long after its first message.",
+    )
+    batch_prefetch: int = Field(
+        default=2000,
+        ge=1,
+        description="Unacknowledged track messages one worker holds (the batch queue's prefetch).",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -13,7 +13,7 @@ Names are stable (``tasks.track``, ``tasks.track_many``, ``tasks.add_tracker``,
 from tasks.admin import add_tracker, add_trackers, remove_tracker, reset, update_tracker
 from tasks.events import dispatch_event
 from tasks.maintenance import drain_outbox, expire_sweep, flush_dirty, reset_due
-from tasks.tracking import noop, track, track_many
+from tasks.tracking import noop, track, track_many, track_one
 
 __all__ = [
     "add_tracker",
@@ -28,5 +28,6 @@ __all__ = [
     "reset_due",
     "track",
     "track_many",
+    "track_one",
     "update_tracker",
 ]

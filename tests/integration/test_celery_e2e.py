@@ -29,7 +29,15 @@ import tasks.tracking as tasks_tracking
 from celery_app import configure, handlers, runtime
 from celery_app.celeryconfig import QUEUE_EVENTS, QUEUES
 from cli.procs import celery_command
-from tasks import add_trackers, dispatch_event, drain_outbox, flush_dirty, track, track_many
+from tasks import (
+    add_trackers,
+    dispatch_event,
+    drain_outbox,
+    flush_dirty,
+    track,
+    track_many,
+    track_one,
+)
 from tasks.events import publish_now
 from tests.support.celery_env import Deployment, deployment, received, require, wait_until
 from tests.support.celery_handlers import HOLD_ENV, RECORD_ENV, REWARDS, RUNS, record_every_event
@@ -148,11 +156,13 @@ def _end_to_end(dep: Deployment) -> None:
 
 
 def test_same_message_twice_counts_once(dep: Deployment) -> None:
+    # The one-task-per-message path here; tasks.track's batching path has its
+    # own tests (test_celery_batching.py).
     dep.start_worker()
     runtime.get_manager().add_tracker("u2", _logins())
     task_id = f"dup-{uuid.uuid4().hex}"
-    track.apply_async(args=("u2", {"kind": "login"}), task_id=task_id)
-    track.apply_async(args=("u2", {"kind": "login"}), task_id=task_id)
+    track_one.apply_async(args=("u2", {"kind": "login"}), task_id=task_id)
+    track_one.apply_async(args=("u2", {"kind": "login"}), task_id=task_id)
     # A batch delivered twice: per-event ids derive from the (same) task id.
     batch = [{"group_id": "u2", "data": {"kind": "login"}}] * 2
     batch_id = f"dupb-{uuid.uuid4().hex}"
@@ -162,7 +172,7 @@ def test_same_message_twice_counts_once(dep: Deployment) -> None:
     def processed() -> bool:
         log = dep.log("w1")
         return (
-            log.count(f"track[{task_id}] succeeded") == 2
+            log.count(f"track_one[{task_id}] succeeded") == 2
             and log.count(f"track_many[{batch_id}] succeeded") == 2
         )
 

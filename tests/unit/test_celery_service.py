@@ -38,7 +38,8 @@ def test_config_is_json_only_acks_late_and_routes_by_role() -> None:
     assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
     assert conf["broker_transport_options"]["confirm_publish"] is True
     assert {q.name for q in conf["task_queues"]} == set(QUEUES)
-    assert conf["task_routes"]["tasks.track"]["queue"] == "tracking"
+    assert conf["task_routes"]["tasks.track"]["queue"] == "tracking.batch"
+    assert conf["task_routes"]["tasks.track_one"]["queue"] == "tracking"
     assert conf["task_routes"]["tasks.reset"]["queue"] == "admin"
     assert conf["task_routes"]["tasks.events.dispatch_event"]["queue"] == "events"
     assert set(TASK_QUEUES.values()) <= set(QUEUES)
