@@ -33,10 +33,9 @@ import typer
 
 from cli import admin, replay
 from cli.errors import CliError, ExitCode, exit_codes_help, guard
+from cli.procs import ALL_QUEUES
 
 HELP = f"Condition-based progress tracking on Celery.\n\n{exit_codes_help()}"
-
-from cli.procs import ALL_QUEUES
 
 app = typer.Typer(
     help=HELP,
