@@ -194,6 +194,11 @@ def build_config(settings: Settings) -> dict[str, Any]:
         # takes milliseconds, so 30 s is ample; a rare overlap of two
         # restores only redelivers twice, which the event-id dedupe absorbs.
         transport_options["unacked_mutex_expire"] = 30
+        # kombu sweeps for messages a dead or frozen worker holds every
+        # unacked_restore_interval (10 s) x unacked_restore_throttle (10) =
+        # ~100 s by default. A batching worker holds many recent messages, so
+        # sweep every 10 s (one ZRANGE on the unacked index per sweep).
+        transport_options["unacked_restore_throttle"] = 1
     elif url.startswith(("amqp", "pyamqp")):
         # Publisher confirms: publish returns once RabbitMQ has the message,
         # which is what lets drain_outbox acknowledge the outbox afterwards.

@@ -49,12 +49,12 @@ from tasks.base import TrackingTask, retry_countdown
 logger = logging.getLogger(__name__)
 
 #: Outcome kinds a batch reports per message id; a missing id was applied.
-FAILED, RETRIED, REQUEUE = "failed", "retried", "requeue"
+FAILED, RETRIED, REQUEUE, DUPLICATE = "failed", "retried", "requeue", "duplicate"
 
 
 def outcome() -> dict[str, dict[str, str]]:
     """An empty outcome: ``{kind: {task id: reason}}`` for the messages not simply applied."""
-    return {FAILED: {}, RETRIED: {}, REQUEUE: {}}
+    return {FAILED: {}, RETRIED: {}, REQUEUE: {}, DUPLICATE: {}}
 
 
 def describe(exc: BaseException) -> str:
@@ -70,6 +70,31 @@ class TrackingBatchTask(Batches, TrackingTask):  # type: ignore[misc]  # Celery 
     """
 
     abstract = True
+    #: The one-task-per-message task that eager calls (``apply``,
+    #: ``task_always_eager``) run, so that callers' tests see the same
+    #: result and the same typed errors as with one task per message.
+    single_task_name: str | None = None
+
+    def apply(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        """Run the message eagerly through :attr:`single_task_name` (a batch of one otherwise)."""
+        if self.single_task_name is not None:
+            single = self.app.tasks[self.single_task_name]
+            return single.apply(args, kwargs, *rest, **options)
+        return super().apply(args, kwargs, *rest, **options)
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 - Celery's name
+        """celery-batches' strategy, logging each received message as Celery's own does."""
+        handler = super().Strategy(task, app, consumer)
+        if not logger.isEnabledFor(logging.INFO):
+            return handler
+        name = self.name
+
+        def logged(message: Any, *args: Any, **kwargs: Any) -> Any:
+            result = handler(message, *args, **kwargs)
+            logger.info("Task %s[%s] received", name, (message.headers or {}).get("id"))
+            return result
+
+        return logged
 
     def flush(self, requests: Sequence[Any]) -> Any:
         """Hand the batch to a pool process; settle each message when it returns."""
@@ -98,6 +123,8 @@ class TrackingBatchTask(Batches, TrackingTask):  # type: ignore[misc]  # Celery 
                 req.reject(requeue=True)
             return
         failed, retried, requeue = result[FAILED], result[RETRIED], result[REQUEUE]
+        duplicate = result[DUPLICATE]
+        info = logger.isEnabledFor(logging.INFO)
         for req in requests:
             if req.id in requeue:
                 req.reject(requeue=True)
@@ -105,10 +132,19 @@ class TrackingBatchTask(Batches, TrackingTask):  # type: ignore[misc]  # Celery 
             req.acknowledge()
             if req.id in failed:
                 req.send_event("task-failed", exception=failed[req.id], traceback="")
+                logger.warning("Task %s[%s] failed: %s", self.name, req.id, failed[req.id])
             elif req.id in retried:
                 req.send_event("task-retried", exception=retried[req.id], traceback="")
             else:
                 req.send_event("task-succeeded", result=None, runtime=runtime)
+                if info:  # as Celery logs a task's success (one line per message)
+                    logger.info(
+                        "Task %s[%s] succeeded in %.4fs: %r",
+                        self.name,
+                        req.id,
+                        runtime,
+                        {"duplicate": req.id in duplicate},
+                    )
 
     def retry_batch(
         self, requests: Sequence[SimpleRequest], exc: BaseException, into: dict[str, dict[str, str]]

@@ -32,7 +32,15 @@ from celery_app import activity, metrics, runtime
 from celery_app.app import app
 from config.settings import get_settings
 from tasks.base import BACKEND_ERRORS, INPUT_ERRORS, TrackingTask
-from tasks.batching import FAILED, REQUEUE, RETRIED, TrackingBatchTask, describe, outcome
+from tasks.batching import (
+    DUPLICATE,
+    FAILED,
+    REQUEUE,
+    RETRIED,
+    TrackingBatchTask,
+    describe,
+    outcome,
+)
 from tasks.events import publish_now
 from tracking.errors import TrackingError, TrackingTypeError, TrackingValueError
 from tracking.events import EVENT_NAMES, TrackerEvent
@@ -78,6 +86,7 @@ def _summary(result: TrackResult) -> dict[str, Any]:
     ignore_result=True,
     flush_every=_settings.batch_size,
     flush_interval=_settings.batch_flush_ms / 1000,
+    single_task_name="tasks.track_one",
 )
 def track(self: TrackingBatchTask, requests: list[SimpleRequest]) -> dict[str, dict[str, str]]:
     """Apply single events, received as ``track.delay(group_id, data, event_id=None)``, in bulk.
@@ -151,6 +160,8 @@ def _apply_batch(
         else:
             _record(one)
             duplicates += one.duplicate
+            if one.duplicate:
+                result[DUPLICATE][req.id] = ""
             if not one.duplicate:
                 tracked += 1
                 completions += len(one.completed)

@@ -20,7 +20,8 @@ from celery_app.app import app
 from celery_app.celeryconfig import QUEUE_TRACK_BATCH
 from config.settings import get_settings
 from tasks import track
-from tasks.batching import FAILED, REQUEUE, RETRIED, outcome
+from tasks.base import INPUT_ERRORS
+from tasks.batching import DUPLICATE, FAILED, REQUEUE, RETRIED, outcome
 from tracking import CountTracker, KeyValueEQ, TrackingManager
 from tracking.cache.memory import MemoryDataCache
 from tracking.errors import BackendError
@@ -97,7 +98,8 @@ def test_batch_applies_events_once_and_publishes_follow_ups(
             _req("t4", group_id="g", data={"k": 1}),
         ]
     )
-    assert result == outcome()
+    assert result[FAILED] == result[RETRIED] == result[REQUEUE] == {}
+    assert set(result[DUPLICATE]) == {"t1", "t3"}
     assert _progress(manager) == 3
     completed = [e for e in published if e.code == EVENT_TRACKER_ALL_COMPLETED]
     assert [e.name for e in completed] == ["three"]
@@ -216,3 +218,11 @@ def test_batch_queue_leaves_the_worker_wide_consumer_when_selected() -> None:
     other.deselect([QUEUE_TRACK_BATCH])  # a worker started with -Q admin
     step = batching.BatchQueueConsumer(_Parent(other))
     assert not step.enabled and step.get_consumers(None) == []
+
+
+def test_eager_calls_run_the_one_task_per_message_path(manager: TrackingManager) -> None:
+    ok = track.apply(args=("g", {"k": 1}))
+    assert ok.successful() and ok.result["duplicate"] is False
+    bad = track.apply(args=("g", "not an object"))
+    assert bad.failed() and isinstance(bad.result, INPUT_ERRORS)
+    assert _progress(manager) == 1
