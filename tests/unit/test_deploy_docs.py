@@ -204,18 +204,26 @@ def test_the_mongo_index_commands_match_the_store() -> None:
     assert f'{{expire_at: 1}}, {{expireAfterSeconds: 0, name: "{TTL_INDEX_NAME}"}}' in text
 
 
-def test_exposed_dashboards_carry_credentials() -> None:
-    """``tracking dashboard`` off loopback refuses to start without credentials."""
-    credentials = {"TRACKING_DASHBOARD_TOKEN", "TRACKING_DASHBOARD_USER"}
+@pytest.mark.parametrize(
+    ("command", "credentials"),
+    [
+        ("dashboard", {"TRACKING_DASHBOARD_TOKEN", "TRACKING_DASHBOARD_USER"}),
+        ("flower", {"FLOWER_BASIC_AUTH", "FLOWER_AUTH"}),
+    ],
+)
+def test_exposed_web_views_carry_credentials(command: str, credentials: set[str]) -> None:
+    """``tracking dashboard`` and ``tracking flower`` off loopback refuse to start
+    without credentials, so every example that exposes one sets them."""
     for name, service in _compose()["services"].items():
-        if service.get("command", [])[:2] == ["tracking", "dashboard"]:
+        if service.get("command", [])[:2] == ["tracking", command]:
             assert credentials & set(service["environment"]), name
     for doc in _k8s_documents():
         if doc["kind"] != "Deployment":
             continue
         for container in doc["spec"]["template"]["spec"]["containers"]:
-            if container["command"][:2] == ["tracking", "dashboard"]:
-                assert credentials & {e["name"] for e in container.get("env", [])}
+            if container["command"][:2] == ["tracking", command]:
+                env = {e["name"] for e in container.get("env", [])}
+                assert credentials & env, doc["metadata"]["name"]
 
 
 def test_the_guide_says_the_examples_are_not_run_wherever_it_cites_them() -> None:
