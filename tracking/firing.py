@@ -29,7 +29,7 @@ from tracking.engine import Fired
 from tracking.errors import TrackingValueError
 from tracking.events import EVENT_NAMES, TrackerEvent, make_event_id
 from tracking.model import TrackerDefinition, TrackerState
-from tracking.trackers import BaseTracker
+from tracking.trackers import BaseTracker, event_of
 
 __all__ = ["TrackResult", "event_payload", "fired_events", "record_payload", "track_result"]
 
@@ -51,9 +51,8 @@ def fired_events(
     for index, (fired, definition, state) in enumerate(items):
         if definition is None or state is None:
             continue
-        tracker = BaseTracker.from_parts(definition, state, group_id)
         event_id = make_event_id(source_id, group_id, fired.name, fired.code, index)
-        events.append(tracker.event_for(fired, group_id, event_ts, event_id))
+        events.append(event_of(definition, state, fired, group_id, event_ts, event_id))
     return events
 
 

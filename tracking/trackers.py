@@ -87,6 +87,28 @@ def delta_of(definition: TrackerDefinition, data: dict[str, Any]) -> Number | No
         raise InvalidEventError(str(exc)) from None
 
 
+def event_of(
+    definition: TrackerDefinition,
+    state: TrackerState,
+    fired: Fired,
+    group_id: str,
+    event_ts: float = 0.0,
+    event_id: str = "",
+) -> TrackerEvent:
+    """:meth:`BaseTracker.event_for` on a definition and state, without a tracker object."""
+    snapshot_state = state.copy()
+    snapshot_state.stage = fired.stage
+    snapshot_state.progress = fired.progress
+    snapshot = BaseTracker.from_parts(definition, snapshot_state, group_id)
+    name = definition.name
+    if fired.code == EVENT_TRACKER_LIMITED and fired.limiter is not None:
+        limiter = snapshot.limiters[fired.limiter]
+        return LimitedTrackerEvent(
+            fired.code, group_id, name, snapshot, limiter, event_ts, event_id, fired=fired
+        )
+    return TrackerEvent(fired.code, group_id, name, snapshot, event_ts, event_id, fired=fired)
+
+
 class BaseTracker:
     """Shared behaviour of :class:`CountTracker` and :class:`AccumulationTracker`."""
 
@@ -300,18 +322,7 @@ class BaseTracker:
         self, fired: Fired, group_id: str, event_ts: float = 0.0, event_id: str = ""
     ) -> TrackerEvent:
         """The event object for a fired record, with a snapshot of this tracker."""
-        snapshot_state = self._state.copy()
-        snapshot_state.stage = fired.stage
-        snapshot_state.progress = fired.progress
-        snapshot = BaseTracker.from_parts(self._definition, snapshot_state, group_id)
-        if fired.code == EVENT_TRACKER_LIMITED and fired.limiter is not None:
-            limiter = snapshot.limiters[fired.limiter]
-            return LimitedTrackerEvent(
-                fired.code, group_id, self.name, snapshot, limiter, event_ts, event_id, fired=fired
-            )
-        return TrackerEvent(
-            fired.code, group_id, self.name, snapshot, event_ts, event_id, fired=fired
-        )
+        return event_of(self._definition, self._state, fired, group_id, event_ts, event_id)
 
     # -- serialisation -----------------------------------------------------
     def to_spec(self, include_state: bool = False) -> dict[str, Any]:
