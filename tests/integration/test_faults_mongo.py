@@ -138,5 +138,6 @@ def test_mongo_store_outage_under_load_ci(tmp_path: Path, mongo: MongoTestServer
 
 
 @pytest.mark.long
+@pytest.mark.timeout(900)
 def test_mongo_store_outage_under_load_60s(tmp_path: Path, mongo: MongoTestServer) -> None:
     _outage_scenario(tmp_path, mongo, outage=60.0)

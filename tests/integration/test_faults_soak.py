@@ -160,5 +160,6 @@ def test_soak_one_minute(dep: Deployment) -> None:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1800)
 def test_soak_ten_minutes(dep: Deployment) -> None:
     _soak(dep, 600.0)
