@@ -50,7 +50,22 @@ _TRACKING_TASKS = ("tasks.track", "tasks.track_many")
 _done = 0
 
 
-def _record_run(task_id: str, task: Any, retval: Any, state: str, **_: Any) -> None:
+def _runs_of(task_id: str, task: Any, args: Any, retval: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(message id, summary) of each message a run handled.
+
+    ``tasks.track`` runs a batch of messages (celery-batches): one row per
+    message, its id being the message's task id (what a redelivery keeps);
+    its outcome lists the messages that were duplicates.
+    """
+    summary = retval if isinstance(retval, dict) else {}
+    if task.name == "tasks.track":
+        duplicates = summary.get("duplicate") or {}
+        requests = args[0] if args else []
+        return [(req.id, {"duplicate": req.id in duplicates}) for req in requests]
+    return [(task_id, summary)]
+
+
+def _record_run(task_id: str, task: Any, retval: Any, state: str, **extra: Any) -> None:
     """``task_postrun``: runs in the pool process after the task body, before the ack."""
     global _done
     if task.name not in _TRACKING_TASKS:
@@ -58,12 +73,10 @@ def _record_run(task_id: str, task: Any, retval: Any, state: str, **_: Any) -> N
     _done += 1
     hold_after = int(os.environ.get(HOLD_ENV, "0") or 0)
     held = hold_after > 0 and _done > hold_after
-    summary = retval if isinstance(retval, dict) else {}
-    runtime.redis_client().rpush(
-        runtime.key(RUNS),
+    rows = [
         json.dumps(
             {
-                "task_id": task_id,
+                "task_id": message_id,
                 "task": task.name,
                 "worker": os.environ.get(RECORD_ENV, ""),
                 "state": state,
@@ -72,8 +85,11 @@ def _record_run(task_id: str, task: Any, retval: Any, state: str, **_: Any) -> N
                 "duplicates": int(summary.get("duplicates", 0)),
                 "applied": int(summary.get("applied", 0)),
             }
-        ),
-    )
+        )
+        for message_id, summary in _runs_of(task_id, task, extra.get("args"), retval)
+    ]
+    if rows:
+        runtime.redis_client().rpush(runtime.key(RUNS), *rows)
     if held:
         time.sleep(HOLD_SECONDS)  # the test SIGKILLs the worker meanwhile
 
