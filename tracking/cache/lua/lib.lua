@@ -294,9 +294,9 @@ local function fast_step(packed, r, delta)
     INT_DELTA[delta] = d
   end
   if not d then return nil end
-  local colon = string.find(packed, ':', 1, true)
-  if not colon then return nil end
-  local tail = string.sub(packed, colon)
+  local ptext = string.match(packed, '^(%-?%d+):')
+  if not ptext then return nil end
+  local tail = string.sub(packed, #ptext + 1)
   local stage = TAIL_STAGE[tail]
   if stage == nil then
     local text = string.match(tail, '^:(%d+):0|?%d*$')
@@ -305,8 +305,6 @@ local function fast_step(packed, r, delta)
     TAIL_STAGE[tail] = stage
   end
   if not stage then return nil end
-  local ptext = string.sub(packed, 1, colon - 1)
-  if not string.find(ptext, '^%-?%d+$') then return nil end
   local p = tonumber(ptext) + d
   if p >= r[1][stage] then return nil end
   return string.format('%d', p) .. tail
