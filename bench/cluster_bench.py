@@ -20,6 +20,9 @@ and cluster so that the machine's background load hits both alike:
 * ``cluster``: a local cluster of six ``redis-server`` processes (three
   primaries, one replica each) started for the run on free ports and
   stopped at its end (``tests/support/redis_cluster.py``);
+* ``private``: a standalone ``redis-server`` of the same binary started for
+  the run on a free port (no persistence, like the cluster's nodes), since
+  the machine's Redis also serves other test runs;
 * ``cluster-evalsha`` (hot scenario only): the cluster with the scripts
   called by EVALSHA instead of Redis Functions (FCALL).
 
@@ -39,13 +42,17 @@ import datetime as dt
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.support.redis_cluster
@@ -114,6 +121,33 @@ class _Counter:
             del cache._hot_script
 
 
+def _start_private() -> tuple[str, subprocess.Popen[bytes]]:
+    """A standalone redis-server of our own on a free port (stopped by the caller)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            *("--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if redis.Redis.from_url(url).ping():
+                return url, proc
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                proc.terminate()
+                raise
+            time.sleep(0.05)
+
+
 def run_once(url: str, scenario: str, events: int, groups: int, evalsha: bool) -> dict[str, Any]:
     prefix = "bc" + uuid.uuid4().hex[:8]
     cache = RedisDataCache(url, prefix)
@@ -173,9 +207,14 @@ def main() -> None:
         args.groups, args.hot_events, args.many_events, args.repeats = 1000, 1000, 2000, 1
     load_start = os.getloadavg()
     cluster = LocalCluster().start()
+    private = _start_private()
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
-        backends = [("standalone", args.redis_url, False), ("cluster", cluster.url, False)]
+        backends = [
+            ("standalone", args.redis_url, False),
+            ("private", private[0], False),
+            ("cluster", cluster.url, False),
+        ]
         plan = [("hot", args.hot_events, [*backends, ("cluster-evalsha", cluster.url, True)])]
         plan.append(("many", args.many_events, backends))
         for scenario, events, sides in plan:
@@ -186,6 +225,8 @@ def main() -> None:
                     print(scenario, name, one, flush=True)
     finally:
         cluster.stop()
+        private[1].terminate()
+        private[1].wait(timeout=30)
     summary: dict[str, Any] = {}
     for scenario, sides in results.items():
         medians = {
@@ -194,6 +235,7 @@ def main() -> None:
         summary[scenario] = {
             "median_events_per_s": medians,
             "cluster_over_standalone": round(medians["cluster"] / medians["standalone"], 3),
+            "cluster_over_private": round(medians["cluster"] / medians["private"], 3),
             "all_exact": all(r["exact_counts"] for runs in sides.values() for r in runs),
         }
         if "cluster-evalsha" in medians:

@@ -14,6 +14,7 @@ Used by the pytest fixture in :mod:`tests.support.redis_fixtures` and by
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -28,6 +29,16 @@ import redis
 
 NODES = 6
 NODE_TIMEOUT_MS = 1500
+
+
+def _die_with_parent() -> None:
+    """In the forked child: get SIGTERM when the process that started it dies (Linux), so a
+    test run killed without its teardown leaves no servers behind on the shared machine."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the teardown still stops them
+        pass
 
 
 class ClusterUnavailable(RuntimeError):
@@ -138,6 +149,7 @@ class LocalCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
             )
         finally:
             log.close()
