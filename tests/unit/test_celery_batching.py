@@ -15,7 +15,7 @@ import pytest
 from celery_batches import SimpleRequest
 
 import tasks.tracking as tracking_tasks
-from celery_app import batching, runtime
+from celery_app import activity, batching, runtime
 from celery_app.app import app
 from celery_app.celeryconfig import QUEUE_TRACK_BATCH
 from config.settings import get_settings
@@ -46,6 +46,8 @@ def _req(task_id: str, *args: Any, retries: int = 0, **kwargs: Any) -> SimpleReq
 
 @pytest.fixture
 def manager(monkeypatch: pytest.MonkeyPatch) -> TrackingManager:
+    # The dashboard's activity counts go to Redis; none runs here.
+    monkeypatch.setattr(activity, "note_tracked", lambda *args: None)
     m = TrackingManager(MemoryDataCache(), MemoryDataStore())
     m.add_tracker("g", CountTracker("hits", [KeyValueEQ("k", 1)], 100))
     monkeypatch.setattr(runtime, "get_manager", lambda: m)
