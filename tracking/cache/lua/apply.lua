@@ -205,14 +205,26 @@ for i = 9, #ARGV, 3 do
 end
 
 -- Writes: one HSET of the changed states, one of the group fields.
-local packs = {}
-for _, name in ipairs(touched) do packs[name] = fast[name] or pack_state(states[name]) end
-local writes, n = {}, 0
-for _, name in ipairs(changed_l) do
-  if not is_removed[name] then
-    writes[n + 1] = name
-    writes[n + 2] = packs[name]
-    n = n + 2
+-- sparts ("name, packed" of every touched tracker) is also the reply's states
+-- and, when every touched tracker changed and none was removed (the common
+-- case), exactly the HSET's arguments.
+local packs, sparts = {}, {}
+for j, name in ipairs(touched) do
+  local p = fast[name] or pack_state(states[name])
+  packs[name] = p
+  sparts[2 * j - 1] = name
+  sparts[2 * j] = p
+end
+local writes = sparts
+if #changed_l ~= #touched or #removed > 0 then
+  local n = 0
+  writes = {}
+  for _, name in ipairs(changed_l) do
+    if not is_removed[name] then
+      writes[n + 1] = name
+      writes[n + 2] = packs[name]
+      n = n + 2
+    end
   end
 end
 if #writes > 0 then redis.call('HSET', KEYS[1], unpack(writes)) end
@@ -286,10 +298,5 @@ end
 
 local flines = {}
 for _, f in ipairs(fired_all) do flines[#flines + 1] = fired_line(f) .. '\t' .. f.name end
-local sparts = {}
-for j, name in ipairs(touched) do
-  sparts[2 * j - 1] = name
-  sparts[2 * j] = packs[name]
-end
 return { 'ok', version, nows, table.concat(sparts, '\t'), table.concat(changed_l, '\t'),
   table.concat(limited_l, '\t'), table.concat(completed_l, '\t'), table.concat(flines, '\n'), widx }
