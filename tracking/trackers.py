@@ -10,7 +10,6 @@ the state are kept.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -150,7 +149,8 @@ class BaseTracker:
         self._definition = definition
         self._state = state
         self._group_id = group_id
-        self._listeners: dict[int, list[Listener]] = defaultdict(list)
+        self._listeners: dict[int, list[Listener]] = {}  # cheaper than a defaultdict: most
+        # trackers are snapshots (results, events) that never get a listener
 
     @classmethod
     def from_parts(
@@ -307,7 +307,7 @@ class BaseTracker:
             raise TrackingValueError(f"unknown event code {code!r}; expected one of {EVENT_ALL}")
         if not callable(cb):
             raise TrackingTypeError(f"{type(cb).__name__} is not callable")
-        self._listeners[code].append(cb)
+        self._listeners.setdefault(code, []).append(cb)
 
     def forward_event(self, cb: Listener) -> None:
         """Send every event of this tracker to ``cb``."""
@@ -315,7 +315,7 @@ class BaseTracker:
             self.add_listener(code, cb)
 
     def _dispatch(self, event: BaseEvent) -> None:
-        for cb in self._listeners[event.code]:
+        for cb in self._listeners.get(event.code, ()):
             cb(event)
 
     def event_for(
