@@ -153,7 +153,7 @@ def flush_dirty(
     report = FlushReport()
     dirty = cache.dirty_groups(limit)
     for start in range(0, len(dirty), batch):
-        snapshots = [s for s in map(cache.dirty_snapshot, dirty[start : start + batch]) if s]
+        snapshots = _snapshots(cache, dirty[start : start + batch], report)
         try:
             _write(store, snapshots)
         except (BackendError, TrackingError) as exc:
@@ -168,6 +168,22 @@ def flush_dirty(
             else:
                 report.changed_meanwhile.append(snapshot.group_id)
     return report
+
+
+def _snapshots(cache: DataCache, group_ids: list[str], report: FlushReport) -> list[DirtySnapshot]:
+    """Each group's dirty snapshot; a group whose read fails (a cache that waits for
+    replicas, say, on a shard without one) is reported and left dirty, not the batch."""
+    found = []
+    for group_id in group_ids:
+        try:
+            snapshot = cache.dirty_snapshot(group_id)
+        except BackendError as exc:
+            logger.error("snapshot of group %r failed, will retry: %s", group_id, exc)
+            report.failed[group_id] = str(exc)
+            continue
+        if snapshot is not None:
+            found.append(snapshot)
+    return found
 
 
 def _flush_one_by_one(
