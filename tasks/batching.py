@@ -132,7 +132,8 @@ class TrackingBatchTask(Batches, TrackingTask):  # type: ignore[misc]  # Celery 
             req.acknowledge()
             if req.id in failed:
                 req.send_event("task-failed", exception=failed[req.id], traceback="")
-                logger.warning("Task %s[%s] failed: %s", self.name, req.id, failed[req.id])
+                # Celery's wording, so operators (and log searches) find it.
+                logger.warning("Task %s[%s] raised: %s", self.name, req.id, failed[req.id])
             elif req.id in retried:
                 req.send_event("task-retried", exception=retried[req.id], traceback="")
             else:
@@ -181,4 +182,7 @@ class TrackingBatchTask(Batches, TrackingTask):  # type: ignore[misc]  # Celery 
                     continue
                 into[RETRIED][req.id] = reason
                 errors.labels(task=self.name, kind="retry").inc()
+                logger.info(
+                    "Task %s[%s] retry: Retry in %ss: %s", self.name, req.id, countdown, reason
+                )
         logger.warning("track batch: backend error, %d messages retried: %s", len(requests), reason)
