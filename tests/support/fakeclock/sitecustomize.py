@@ -20,7 +20,6 @@ if _SKEW:
     import time as _time
 
     _real_time, _real_time_ns = _time.time, _time.time_ns
-    _delta = _datetime.timedelta(seconds=_SKEW)
 
     def _time_skewed() -> float:
         return _real_time() + _SKEW
@@ -34,17 +33,20 @@ if _SKEW:
     _Real = _datetime.datetime
 
     class _SkewedDatetime(_Real):
+        # Built from the skewed time.time by the class itself, so that a
+        # tzinfo's fromutc() (dateutil checks isinstance against
+        # datetime.datetime, which is this class now) accepts the value.
         @classmethod
         def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
-            return _Real.now(tz) + _delta
+            return cls.fromtimestamp(_time_skewed(), tz)
 
         @classmethod
         def utcnow(cls):  # type: ignore[no-untyped-def,override]
-            return _Real.utcnow() + _delta
+            return cls.utcfromtimestamp(_time_skewed())
 
         @classmethod
         def today(cls):  # type: ignore[no-untyped-def,override]
-            return _Real.today() + _delta
+            return cls.fromtimestamp(_time_skewed())
 
     # Pickle (beat's schedule file, the prefork pool's messages) finds a class
     # by its module and name: give the stand-in the real one's, and pickle
