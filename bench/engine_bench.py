@@ -715,9 +715,108 @@ def targets(cells: list[dict[str, Any]], cold: list[dict[str, Any]]) -> dict[str
     }
 
 
+BEGIN = "<!-- engine-bench:begin (bench/engine_bench.py --markdown bench/results/engine.json) -->"
+END = "<!-- engine-bench:end -->"
+SUMMARY_BEGIN = (
+    "<!-- engine-bench-summary:begin "
+    "(bench/engine_bench.py --markdown bench/results/engine.json --summary) -->"
+)
+SUMMARY_END = "<!-- engine-bench-summary:end -->"
+
+
+def _run_line(results: dict[str, Any]) -> str:
+    meta = results.get("meta", {})
+    start, end = meta.get("load_avg_at_start"), meta.get("load_avg_at_end")
+    loads = (
+        f"1-minute load average of the shared 2-core machine {start[0]:.2f} at the start, "
+        f"{end[0]:.2f} at the end"
+        if start and end
+        else "load average not recorded"
+    )
+    commit = meta.get("git", {}).get("commit", "?")[:7]
+    version = meta.get("redis", {}).get("redis_version", "?")
+    return (
+        f"Run {meta.get('date', '?')} ({meta.get('mode', '?')}, commit `{commit}`, "
+        f"Redis {version} at {meta.get('redis_url', '?')}); {loads}."
+    )
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    """The README's short table: 10 trackers per group, 1 process, between markers."""
+    by = {
+        (c["engine"], c["variant"], c["trackers"], c["groups"], c["procs"]): c
+        for c in results["cells"]
+    }
+    groups = sorted({c["groups"] for c in results["cells"]})
+
+    def cells(engine: str) -> list[dict[str, Any]]:
+        return [by[(engine, "steady", 10, g, 1)] for g in groups]
+
+    def rate(c: dict[str, Any]) -> str:
+        return f"{c['events_per_s']:,.0f}"
+
+    def lat(c: dict[str, Any]) -> str:
+        return f"{c['latency_us']['p50'] / 1000:.2f} / {c['latency_us']['p99'] / 1000:.2f}"
+
+    def rts(c: dict[str, Any]) -> str:
+        return f"{c['client']['round_trips_per_event']:g}"
+
+    def cpu(c: dict[str, Any]) -> str:
+        value = c["server"].get("cpu_us_per_event")
+        return "-" if value is None else f"{value:.0f}"
+
+    def row(label: str, fmt: Any, sep: str = " / ") -> str:
+        mine = sep.join(fmt(c) for c in cells("ours"))
+        theirs = sep.join(fmt(c) for c in cells("dictrack"))
+        return f"| {label} | {mine} | {theirs} |"
+
+    def cold(engine: str) -> str:
+        found = [c for c in results["cold"] if c["engine"] == engine and c["trackers"] == 10]
+        if not found:
+            return "-"
+        got = found[0]["cold"]
+        return f"{got['round_trips']:g} round trips + {got['store_reads']:g} store read"
+
+    def memory(engine: str) -> str:
+        found = [
+            m
+            for m in results["memory"]
+            if m["engine"] == engine and m["variant"] == "steady" and m["trackers"] == 10
+        ]
+        return " / ".join(f"{m['bytes_per_tracker']:,.0f} B" for m in found) or "-"
+
+    ratios = " / ".join(
+        f"{m['events_per_s'] / d['events_per_s']:.1f}x"
+        for m, d in zip(cells("ours"), cells("dictrack"), strict=True)
+    )
+    which = " / ".join(f"{g:,} group{'s' if g > 1 else ''}" for g in groups)
+    lines = [
+        SUMMARY_BEGIN,
+        "",
+        _run_line(results),
+        "",
+        "| 10 trackers per group, 1 process | this engine | dictrack 2.1.5 |",
+        "|---|---:|---:|",
+        row(f"events/s ({which})", rate),
+        f"| events/s ratio ({which}) | {ratios} | 1x |",
+        row(f"p50 / p99 latency, ms ({which.replace(' / ', '; ')})", lat, "; "),
+        row(f"Redis round trips per warm event ({which})", rts),
+        row(f"Redis CPU per event, µs, from `INFO cpu` ({which})", cpu),
+        f"| cold first event of a group in the store | {cold('ours')} | {cold('dictrack')} |",
+        f"| Redis memory per tracker ({which}) | {memory('ours')} | {memory('dictrack')} |",
+        "",
+        SUMMARY_END,
+    ]
+    return "\n".join(lines)
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The README's result tables, from a results file."""
     out = [
+        BEGIN,
+        "",
+        _run_line(results),
+        "",
         "| trackers | groups | procs | variant | ours ev/s | dictrack ev/s | ratio "
         "| ours p50 / p99 ms | dictrack p50 / p99 ms | ours RT/ev | dictrack RT/ev "
         "| ours Redis calls/ev (EVALSHA) | dictrack Redis calls/ev "
@@ -791,6 +890,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         for t, b in results["breakdown_us"].items():
             out.append(f"| {t} | {b['ping_us']:.0f} | {b['apply_us']:.0f} | {b['track_us']:.0f} |")
+    out += ["", END]
     return "\n".join(out)
 
 
@@ -877,13 +977,17 @@ def main() -> None:
         metavar="JSON",
         help="print the README tables of an existing results file and exit",
     )
+    parser.add_argument(
+        "--summary", action="store_true", help="with --markdown: the README's short table"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
         worker_main(args.worker)
         return
     if args.markdown is not None:
-        print(markdown(json.loads(args.markdown.read_text())))
+        loaded = json.loads(args.markdown.read_text())
+        print(summary_markdown(loaded) if args.summary else markdown(loaded))
         return
 
     duration = args.duration or (1.0 if args.quick else 3.0)

@@ -156,6 +156,40 @@ def compare(url: str, trees: dict[str, Path], trackers: int, rounds: int, events
     }
 
 
+BEGIN = (
+    "<!-- hotpath-compare:begin "
+    "(bench/hotpath_compare.py --markdown bench/results/hotpath_compare.json) -->"
+)
+END = "<!-- hotpath-compare:end -->"
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The results as the READMEs quote them, between markers."""
+    lines = [
+        BEGIN,
+        "",
+        f"Run {out['started']}: commit `{out['new_commit'][:7]}` against "
+        f"`{out['base_commit'][:7]}`, "
+        f"{out['rounds']} alternating rounds of {out['events_per_round']:,} warm events per side, "
+        f"Redis at {out['redis_url_host']}; 1-minute load average {out['load_avg_before'][0]:.2f} "
+        f"before, {out['load_avg_after'][0]:.2f} after.",
+        "",
+        "| trackers | Redis CPU µs/event, base → new (median) | events/s, base → new (median) "
+        "| new/base per round (median): Redis CPU | events/s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in out["results"]:
+        base, new = r["median"]["base"], r["median"]["new"]
+        ratio = r["median_of_round_ratios_new_over_base"]
+        lines.append(
+            f"| {r['trackers']} | {base['cpu_us_per_event']:.0f} → {new['cpu_us_per_event']:.0f} "
+            f"| {base['events_per_s']:,.0f} → {new['events_per_s']:,.0f} "
+            f"| {ratio['cpu_us_per_event']:.2f}x | {ratio['events_per_s']:.2f}x |"
+        )
+    lines += ["", END]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-rev", help="git revision to compare against")
@@ -164,8 +198,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print the README table")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     if args.worker:
         worker(args.worker[0], int(args.worker[1]))
         return
