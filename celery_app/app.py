@@ -54,3 +54,7 @@ def _drop_connections() -> None:
     amqp: Any = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
+        # Its queues and routes were built from the old configuration (e.g.
+        # classic queues where the new one declares quorum queues).
+        for cached in ("queues", "router", "_rtable"):
+            amqp.__dict__.pop(cached, None)
