@@ -40,7 +40,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from celery_batches import Batches, SimpleRequest
+from celery_batches import Batches, SimpleRequest, consume_queue
 from celery_batches.trace import apply_batches_task
 
 from celery_app import metrics
@@ -83,7 +83,25 @@ class TrackingBatchTask(Batches, TrackingTask):  # type: ignore[misc]  # Celery 
         return super().apply(args, kwargs, *rest, **options)
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 - Celery's name
-        """celery-batches' strategy, logging each received message as Celery's own does."""
+        """celery-batches' strategy, logging each received message as Celery's own does.
+
+        Celery builds the strategy again each time the consumer (re)starts,
+        e.g. after a lost broker connection. The worker's event loop cleared
+        its timer then, but celery-batches still holds the flush timer's
+        reference and would never start a new one (a batch would wait for
+        ``flush_every`` messages); and the messages buffered on the old
+        connection cannot be acknowledged any more (the broker delivers them
+        again). Both are reset here.
+        """
+        tref: Any = getattr(self, "_tref", None)
+        if tref is not None:
+            tref.cancel()
+            self._tref = None
+        dropped = len(list(consume_queue(self._buffer))) + len(list(consume_queue(self._pending)))
+        if dropped:
+            logger.warning(
+                "consumer restarted: %d buffered track messages left to redelivery", dropped
+            )
         handler = super().Strategy(task, app, consumer)
         if not logger.isEnabledFor(logging.INFO):
             return handler

@@ -138,16 +138,6 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "since batched track (tasks/batching.py, celery_app/batching.py): after the worker "
-        "reconnects to RabbitMQ it logs new track messages as received but never applies "
-        "them (no batch flush after the reconnect); passed before batching. Strict: remove "
-        "this mark when fixed."
-    ),
-)
 def test_rabbitmq_stop_app_start_app_during_delay(tmp_path: Path) -> None:
     require("rabbitmq")
 
