@@ -102,8 +102,10 @@ def _ok_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)
-        and math.isfinite(value)
+        # The bound first: math.isfinite() of an int beyond a float's range
+        # raises OverflowError, while comparing it with a float is exact.
         and abs(value) <= MAX_NUMBER
+        and math.isfinite(value)
     )
 
 
