@@ -183,7 +183,8 @@ class TrackingManager(GroupAccess):
         installed = load_group(self.data_cache, self.data_store, group_id)
         if installed is None:
             return None
-        loaded = (1, [entry.definition for entry in installed])
+        version, entries = installed
+        loaded = (version, [entry.definition for entry in entries])
         self._remember_definitions(group_id, loaded)
         return loaded
 

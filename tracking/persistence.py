@@ -74,10 +74,12 @@ def records_to_seen(records: list[TrackerRecord]) -> list[SeenEvent]:
     return seen
 
 
-def load_group(cache: DataCache, store: DataStore, group_id: str) -> list[CachedTracker] | None:
+def load_group(
+    cache: DataCache, store: DataStore, group_id: str
+) -> tuple[int, list[CachedTracker]] | None:
     """Install a group from the store into the cache if absent (a cold load).
 
-    Returns what was installed (the group is then at version 1), or None if
+    Returns the installed version and what was installed, or None if
     another worker installed it first. One store read and one cache round
     trip: expiry is filtered by this machine's clock, which is fine for a
     filter the cache enforces again by its own clock. The group's persisted
@@ -86,8 +88,8 @@ def load_group(cache: DataCache, store: DataStore, group_id: str) -> list[Cached
     """
     records = store.load_group(group_id, now=time.time())
     entries = records_to_cache(records)
-    installed = cache.install_group(group_id, entries, records_to_seen(records))
-    return entries if installed else None
+    version = cache.install_group(group_id, entries, records_to_seen(records))
+    return (version, entries) if version else None
 
 
 def snapshot_records(snapshot: DirtySnapshot) -> list[TrackerRecord]:

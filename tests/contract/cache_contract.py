@@ -155,16 +155,17 @@ class CacheContract:
     def test_install_only_if_absent(self, cache: DataCache) -> None:
         a, b = count_def("a"), acc_def("b")
         state = TrackerState(progress=0.5, stage=0, limits=[])
-        assert cache.install_group(G, [fresh(a), CachedTracker(b, state, 2_000_000_000.5)])
-        assert not cache.install_group(G, [fresh(count_def("other"))])
+        version = cache.install_group(G, [fresh(a), CachedTracker(b, state, 2_000_000_000.5)])
+        assert version
+        assert cache.install_group(G, [fresh(count_def("other"))]) == 0
         group = cache.get_group(G)
         assert group is not None
-        assert group.version == 1
+        assert group.version == version
         assert list(group.trackers) == ["a", "b"]
         assert group.trackers["a"].definition == a
         assert group.trackers["b"].state == state
         assert group.trackers["b"].expire_at == 2_000_000_000.5
-        assert cache.get_definitions(G) == (1, [a, b])
+        assert cache.get_definitions(G) == (version, [a, b])
         assert cache.dirty_groups() == []
 
     def test_install_keeps_state_types_exactly(self, cache: DataCache) -> None:
@@ -182,22 +183,51 @@ class CacheContract:
         assert isinstance(got.limits[0], int) and isinstance(got.limits[1], float)
         assert got.period == 7
 
-    def test_install_gives_version_one(self, cache_factory: CacheFactory) -> None:
+    def test_install_reports_its_version(self, cache_factory: CacheFactory) -> None:
         cache = cache_factory.new()
         peer = cache_factory.peer(cache)
         a = count_def("a")
-        assert cache.install_group(G, [fresh(a)])
-        assert peer.get_definitions(G) == (1, [a])
-        assert cache.apply(G, 1, [TrackStep(a, 1)], "e1").status == "applied"
+        before = int(cache.now() * 1_000_000)
+        installed = cache.install_group(G, [fresh(a)])
+        # the cache's clock in microseconds (allowing for float rounding)
+        assert before - 1 <= installed <= int(cache.now() * 1_000_000) + 1
+        assert peer.get_definitions(G) == (installed, [a])
+        assert cache.apply(G, installed, [TrackStep(a, 1)], "e1").status == "applied"
         version, _ = cache.put_trackers(G, [fresh(count_def("b"))], "admin")
-        assert version == 2
-        assert not peer.install_group(G, [fresh(a)])
-        assert cache.get_definitions(G) == (2, [a, count_def("b")])
+        assert version == installed + 1
+        assert peer.install_group(G, [fresh(a)]) == 0
+        assert cache.get_definitions(G) == (installed + 1, [a, count_def("b")])
+
+    def test_reinstall_never_repeats_an_earlier_version(self, cache_factory: CacheFactory) -> None:
+        """A group evicted and installed again must not get a version the old one had.
+
+        A worker caches definitions with their version and apply only checks
+        that version: a repeat would make it evaluate against definitions
+        that an update before the eviction replaced.
+        """
+        cache = cache_factory.new()
+        peer = cache_factory.peer(cache)
+        a, b = count_def("a"), count_def("b")
+        first = cache.install_group(G, [fresh(a), fresh(b)])
+        cache.remove_trackers(G, ["b"], "admin")  # bumps the version
+        removed = cache.get_definitions(G)
+        assert removed is not None and removed[0] > first
+        for entry in cache.dirty_groups():
+            snapshot = cache.dirty_snapshot(entry)
+            assert snapshot is not None and cache.clear_dirty(entry, snapshot.mark)
+        cache.ack_outbox(cache.outbox(100))
+        assert peer.evict_group(G)
+        again = peer.install_group(G, [fresh(a)])
+        assert again > removed[0]
+        for old in (first, removed[0]):
+            assert cache.apply(G, old, [TrackStep(b, 1)], "e1").status == "stale"
+        assert cache.apply(G, again, [TrackStep(a, 1)], "e1").status == "applied"
 
     def test_empty_group_is_installed(self, cache: DataCache) -> None:
-        assert cache.install_group(G, [])
-        assert cache.get_definitions(G) == (1, [])
-        outcome = cache.apply(G, 1, [], "e1")
+        version = cache.install_group(G, [])
+        assert version
+        assert cache.get_definitions(G) == (version, [])
+        outcome = cache.apply(G, version, [], "e1")
         assert outcome.status == "applied"
         assert outcome.states == {} and outcome.fired == []
 
@@ -351,8 +381,8 @@ class CacheContract:
     def test_expired_tracker_is_skipped(self, cache: DataCache) -> None:
         a, b = count_def("a"), count_def("b")
         now = cache.now()
-        cache.install_group(G, [fresh(a, now - 10), fresh(b, now + 86400)])
-        outcome = cache.apply(G, 1, [TrackStep(a, 1), TrackStep(b, 1)], "e1")
+        version = cache.install_group(G, [fresh(a, now - 10), fresh(b, now + 86400)])
+        outcome = cache.apply(G, version, [TrackStep(a, 1), TrackStep(b, 1)], "e1")
         assert list(outcome.states) == ["b"]
 
     # -- dedupe --------------------------------------------------------------------
@@ -408,10 +438,10 @@ class CacheContract:
 
     def test_event_ids_are_per_group(self, cache: DataCache) -> None:
         a = count_def("a")
-        install(cache, a, group="g1")
-        install(cache, a, group="g2")
-        assert cache.apply("g1", 1, [TrackStep(a, 1)], "e1").status == "applied"
-        assert cache.apply("g2", 1, [TrackStep(a, 1)], "e1").status == "applied"
+        v1 = install(cache, a, group="g1")
+        v2 = install(cache, a, group="g2")
+        assert cache.apply("g1", v1, [TrackStep(a, 1)], "e1").status == "applied"
+        assert cache.apply("g2", v2, [TrackStep(a, 1)], "e1").status == "applied"
 
     def test_dedupe_is_bounded_by_count(self, cache_factory: CacheFactory) -> None:
         cache = cache_factory.new(dedupe_max_entries=2)
@@ -509,8 +539,11 @@ class CacheContract:
 
     def test_put_trackers_adds_and_bumps_version(self, cache: DataCache) -> None:
         a, b = count_def("a"), count_def("b")
+        before = int(cache.now() * 1_000_000)
         version, fired = cache.put_trackers(G, [fresh(a), fresh(b)], "admin-1")
-        assert version == 2
+        # created at a fresh version (the clock in microseconds), then bumped
+        assert version >= before
+        assert cache.get_definitions(G) == (version, [a, b])
         assert fired == [
             Fired(EVENT_TRACKER_ADDED, "a", 0, 0),
             Fired(EVENT_TRACKER_ADDED, "b", 0, 0),
@@ -535,18 +568,17 @@ class CacheContract:
 
     def test_put_creates_a_missing_group(self, cache: DataCache) -> None:
         version, _ = cache.put_trackers("g-new", [fresh(count_def("a"))], "admin")
-        assert version == 2
-        assert cache.get_definitions("g-new") == (2, [count_def("a")])
+        assert cache.get_definitions("g-new") == (version, [count_def("a")])
 
     def test_replace_keeps_order_and_fires_only_for_new(self, cache: DataCache) -> None:
         a, b = count_def("a"), count_def("b")
-        cache.put_trackers(G, [fresh(a), fresh(b)], "admin-1")
+        created, _ = cache.put_trackers(G, [fresh(a), fresh(b)], "admin-1")
         a2 = count_def("a", 50)
         state = TrackerState(progress=7)
         version, fired = cache.put_trackers(
             G, [CachedTracker(a2, state), fresh(count_def("c"))], "admin-2", replace=True
         )
-        assert version == 3
+        assert version == created + 1
         assert fired == [Fired(EVENT_TRACKER_ADDED, "c", 0, 0)]
         group = cache.get_group(G)
         assert group is not None
@@ -633,7 +665,9 @@ class CacheContract:
     def test_expire_sweeps_due_trackers(self, cache: DataCache) -> None:
         now = cache.now()
         a, b, c = count_def("a"), count_def("b"), count_def("c")
-        cache.put_trackers(G, [fresh(a, now + 100), fresh(b), fresh(c, now + 5000)], "admin")
+        created, _ = cache.put_trackers(
+            G, [fresh(a, now + 100), fresh(b), fresh(c, now + 5000)], "admin"
+        )
         assert cache.expire("sweep-0", now=now) == []
         swept = cache.expire("sweep-1", now=now + 200)
         assert [(g, t.definition.name, f) for g, t, f in swept] == [
@@ -642,7 +676,7 @@ class CacheContract:
         assert swept[0][1].expire_at == pytest.approx(now + 100)
         group = cache.get_group(G)
         assert group is not None and list(group.trackers) == ["b", "c"]
-        assert group.version == 3
+        assert group.version == created + 1
         assert cache.outbox(100)[-1].payload["code"] == EVENT_TRACKER_EXPIRED
         assert cache.outbox(100)[-1].entry_id == make_event_id(
             "sweep-1", G, "a", EVENT_TRACKER_EXPIRED, 0
@@ -706,8 +740,8 @@ class CacheContract:
     def test_dirty_groups_limit(self, cache: DataCache) -> None:
         a = count_def("a")
         for g in ("g1", "g2", "g3"):
-            install(cache, a, group=g)
-            cache.apply(g, 1, [TrackStep(a, 1)], "e1")
+            version = install(cache, a, group=g)
+            cache.apply(g, version, [TrackStep(a, 1)], "e1")
         assert sorted(cache.dirty_groups()) == ["g1", "g2", "g3"]
         assert len(cache.dirty_groups(2)) == 2
 
@@ -719,30 +753,38 @@ class CacheContract:
         a, b = count_def("a", [1, 3], limiters=[CountLimiter(4)]), count_def("b", 2)
         p = periodic_def("p", 5)
         sequential, batched = cache_factory.new(), cache_factory.new()
-        for cache in (sequential, batched):
-            install(cache, a, b, p, group="g1")
-            install(cache, a, group="g2")
-        s1, s2, _, end = bounds_around(sequential)
-        requests = [
-            ApplyRequest("g1", 1, [TrackStep(a, 1), TrackStep(b, 1)], "e1", {"p": (s1, end)}),
-            ApplyRequest("g2", 1, [TrackStep(a, 1)], "e1"),
-            ApplyRequest("g1", 1, [TrackStep(b, 1), TrackStep(p, 2)], "e2", {"p": (s1, end)}),
-            ApplyRequest("g1", 1, [TrackStep(a, 5)], "e1", {"p": (s1, end)}),  # duplicate
-            ApplyRequest("g2", 1, [TrackStep(a, 2)], "e2"),
-            ApplyRequest("g1", 1, [TrackStep(p, 1)], "e3", {"p": (s2, end)}),  # rolls over
-            ApplyRequest("g1", 2, [TrackStep(a, 1)], "e4"),  # stale
-            ApplyRequest("missing", 1, [TrackStep(a, 1)], "e1"),
+        versions = [
+            (install(cache, a, b, p, group="g1"), install(cache, a, group="g2"))
+            for cache in (sequential, batched)
         ]
+        s1, s2, _, end = bounds_around(sequential)
+
+        def requests(v1: int, v2: int) -> list[ApplyRequest]:
+            # each cache installed its groups at its own (fresh) versions
+            return [
+                ApplyRequest("g1", v1, [TrackStep(a, 1), TrackStep(b, 1)], "e1", {"p": (s1, end)}),
+                ApplyRequest("g2", v2, [TrackStep(a, 1)], "e1"),
+                ApplyRequest("g1", v1, [TrackStep(b, 1), TrackStep(p, 2)], "e2", {"p": (s1, end)}),
+                ApplyRequest("g1", v1, [TrackStep(a, 5)], "e1", {"p": (s1, end)}),  # duplicate
+                ApplyRequest("g2", v2, [TrackStep(a, 2)], "e2"),
+                ApplyRequest("g1", v1, [TrackStep(p, 1)], "e3", {"p": (s2, end)}),  # rolls over
+                ApplyRequest("g1", v1 + 1, [TrackStep(a, 1)], "e4"),  # stale
+                ApplyRequest("missing", 1, [TrackStep(a, 1)], "e1"),
+            ]
+
         expected = [
             sequential.apply(r.group_id, r.version, r.steps, r.event_id, periods=r.periods)
-            for r in requests
+            for r in requests(*versions[0])
         ]
-        got = batched.apply_many(requests)
+        got = batched.apply_many(requests(*versions[1]))
 
-        def comparable(o: ApplyOutcome) -> tuple[Any, ...]:
-            return (o.status, o.version, o.states, o.changed, o.limited, o.completed, o.fired)
+        def comparable(o: ApplyOutcome, v1: int, v2: int) -> tuple[Any, ...]:
+            version = {v1: "g1", v2: "g2"}.get(o.version, o.version)
+            return (o.status, version, o.states, o.changed, o.limited, o.completed, o.fired)
 
-        assert [comparable(o) for o in got] == [comparable(o) for o in expected]
+        assert [comparable(o, *versions[1]) for o in got] == [
+            comparable(o, *versions[0]) for o in expected
+        ]
         assert [o.status for o in got] == [
             "applied",
             "applied",
@@ -754,8 +796,13 @@ class CacheContract:
             "missing",
         ]
         assert batched.apply_many([]) == []
-        for group in ("g1", "g2"):
-            assert batched.get_group(group) == sequential.get_group(group)
+        for i, group in enumerate(("g1", "g2")):
+            got_group, expected_group = batched.get_group(group), sequential.get_group(group)
+            assert got_group is not None and expected_group is not None
+            assert (got_group.version - versions[1][i], got_group.trackers) == (
+                expected_group.version - versions[0][i],
+                expected_group.trackers,
+            )
             untimed = [
                 [{k: v for k, v in e.items() if k != "event_ts"} for e in outbox_of(c, group)]
                 for c in (batched, sequential)
@@ -900,9 +947,9 @@ class CacheContract:
     def test_expired_periodic_tracker_is_not_rolled(self, cache: DataCache) -> None:
         p, q = periodic_def("p"), periodic_def("q")
         now = cache.now()
-        cache.install_group(G, [fresh(p, now - 10), fresh(q, now + 86400)])
+        version = cache.install_group(G, [fresh(p, now - 10), fresh(q, now + 86400)])
         s1, _, _, end = bounds_around(cache)
-        outcome = cache.apply(G, 1, [], "e1", periods={"p": (s1, end), "q": (s1, end)})
+        outcome = cache.apply(G, version, [], "e1", periods={"p": (s1, end), "q": (s1, end)})
         assert outcome.changed == ["q"] and list(outcome.states) == ["q"]
 
     def test_periodic_groups_pages_in_name_order(self, cache: DataCache) -> None:
@@ -923,7 +970,9 @@ class CacheContract:
         assert cache.periodic_groups() == ["g-a", "g-b", "g-c"]
         # a completed periodic tracker stays, and so does its group's entry
         s1, _, _, end = bounds_around(cache)
-        cache.apply("g-a", 1, [TrackStep(p, 3)], "e1", periods={"p": (s1, end)})
+        loaded = cache.get_definitions("g-a")
+        assert loaded is not None
+        cache.apply("g-a", loaded[0], [TrackStep(p, 3)], "e1", periods={"p": (s1, end)})
         # expiry of the last periodic tracker drops the entry
         now = cache.now()
         cache.put_trackers("g-x", [fresh(periodic_def("p"), now + 100)], "admin-5")
@@ -950,16 +999,17 @@ class CacheContract:
         assert cache.periodic_groups() == [] and cache.dirty_groups() == []
         assert cache.evict_group(G)  # nothing cached: nothing to lose
         assert cache.evict_group("never-seen")
-        # a reinstall starts at version 1 and has forgotten the event ids
-        assert cache.install_group(G, [fresh(a)])
-        assert cache.get_definitions(G) == (1, [a])
-        assert cache.apply(G, 1, [TrackStep(a, 1)], "e1").status == "applied"
+        # a reinstall starts at a new version and has forgotten the event ids
+        again = cache.install_group(G, [fresh(a)])
+        assert again > version
+        assert cache.get_definitions(G) == (again, [a])
+        assert cache.apply(G, again, [TrackStep(a, 1)], "e1").status == "applied"
 
     def test_evict_leaves_other_groups_alone(self, cache: DataCache) -> None:
         a = count_def("a", 100)
         install(cache, a, group="g1")
-        install(cache, periodic_def("p"), group="g2")
-        cache.apply("g2", 1, [], "e1")
+        v2 = install(cache, periodic_def("p"), group="g2")
+        assert cache.apply("g2", v2, [], "e1").status == "applied"
         assert cache.evict_group("g1")
         assert cache.get_group("g1") is None
         assert cache.get_group("g2") is not None
@@ -981,5 +1031,6 @@ class CacheContract:
         assert group is not None and list(group.trackers) == ["b"]
         assert len(other.outbox(100)) == 1 and other.dirty_groups() == [G]
         # the flushed cache works again from scratch
-        assert mine.install_group(G, [fresh(a)])
-        assert mine.apply(G, 1, [TrackStep(a, 1)], "e1").status == "applied"
+        again = mine.install_group(G, [fresh(a)])
+        assert again
+        assert mine.apply(G, again, [TrackStep(a, 1)], "e1").status == "applied"

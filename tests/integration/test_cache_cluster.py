@@ -89,8 +89,8 @@ def test_groups_spread_over_every_primary_and_flush_walks_them(
     by_node = _groups_on_every_primary(client, prefix)
     for groups in by_node.values():
         for group in groups:
-            install(cache, a, group=group)
-            cache.apply(group, 1, [TrackStep(a, 2)], f"e-{group}")
+            version = install(cache, a, group=group)
+            cache.apply(group, version, [TrackStep(a, 2)], f"e-{group}")
     assert len(by_node) >= 3
     for node in client.get_primaries():
         keys = list(node.redis_connection.scan_iter(match="{" + prefix + ":*", count=1000))
@@ -123,16 +123,16 @@ def test_scripts_missing_on_one_primary_are_loaded_there(
     by_node = _groups_on_every_primary(client, prefix, count=1)
     groups = [g for v in by_node.values() for g in v]
     try:
+        versions = {group: install(cache, a, group=group) for group in groups}
         for group in groups:
-            install(cache, a, group=group)
-            assert cache.apply(group, 1, [TrackStep(a, 1)], "e1").status == "applied"
+            assert cache.apply(group, versions[group], [TrackStep(a, 1)], "e1").status == "applied"
         victim = client.get_primaries()[0].redis_connection
         if functions:
             victim.execute_command("FUNCTION", "DELETE", cache._library)
         else:
             victim.script_flush()
         for group in groups:  # the hot path: one node answers "not found"
-            assert cache.apply(group, 1, [TrackStep(a, 1)], "e2").status == "applied"
+            assert cache.apply(group, versions[group], [TrackStep(a, 1)], "e2").status == "applied"
         if functions:
             for primary in _primaries(client):
                 assert primary.execute_command("FUNCTION", "LIST", "LIBRARYNAME", cache._library)
@@ -157,7 +157,7 @@ def test_a_stale_slot_table_follows_moved(
     router = cache._router
     assert router is not None
     a = count_def("a", 100)
-    install(cache, a)
+    version = install(cache, a)
     right = router.node_for_slot(slot_of("{" + prefix + ":group-1}:s"))
     wrong = next(n for n in router.primaries() if n.name != right.name)
     refreshed: list[int] = []
@@ -172,7 +172,7 @@ def test_a_stale_slot_table_follows_moved(
 
     monkeypatch.setattr(router, "node_for_slot", stale_lookup)
     monkeypatch.setattr(router, "refresh", counting_refresh)
-    assert cache.apply("group-1", 1, [TrackStep(a, 3)], "e1").status == "applied"
+    assert cache.apply("group-1", version, [TrackStep(a, 3)], "e1").status == "applied"
     assert refreshed  # the wrong node answered MOVED; the table was reloaded
     monkeypatch.undo()
     assert cache.get_group("group-1").trackers["a"].state.progress == 3  # type: ignore[union-attr]
@@ -215,15 +215,14 @@ def test_slot_migrations_are_followed(cluster_redis_url: str, prefix: str) -> No
     cache = RedisDataCache(cluster_redis_url, prefix, index_shards=1)
     client = redis_client(cluster_redis_url)
     a = count_def("a", 100)
-    for group in ("g1", "g2"):
-        install(cache, a, group=group)
-    cache.apply("g1", 1, [TrackStep(a, 1)], "e1")  # g1 is in the work index
+    versions = {group: install(cache, a, group=group) for group in ("g1", "g2")}
+    cache.apply("g1", versions["g1"], [TrackStep(a, 1)], "e1")  # g1 is in the work index
     work_key = cache._work_key(0)
     source, target, slot = _start_migration(client, work_key)
     try:
         _migrate(source, target, slot, [work_key])
         assert cache.dirty_groups() == ["g1"]  # ZRANGE: ASK, then ASKING on the target
-        cache.apply("g2", 1, [TrackStep(a, 1)], "e1")  # its index write: ASK too
+        cache.apply("g2", versions["g2"], [TrackStep(a, 1)], "e1")  # its index write: ASK too
         assert sorted(cache.dirty_groups()) == ["g1", "g2"]
         _finish(source, target, slot)
     except BaseException:
@@ -245,7 +244,7 @@ def test_slot_migrations_are_followed(cluster_redis_url: str, prefix: str) -> No
     mover = threading.Thread(target=finish_soon)
     mover.start()
     try:
-        assert cache.apply("g1", 1, [TrackStep(a, 2)], "e2").status == "applied"
+        assert cache.apply("g1", versions["g1"], [TrackStep(a, 2)], "e2").status == "applied"
     finally:
         mover.join()
     assert cache.get_group("g1").trackers["a"].state.progress == 3  # type: ignore[union-attr]
@@ -262,8 +261,8 @@ def test_wait_replicas_holds_back_a_snapshot_the_replicas_lack(
 ) -> None:
     cache = RedisDataCache(cluster_redis_url, prefix, wait_replicas=1)
     a = count_def("a", 100)
-    install(cache, a)
-    cache.apply("group-1", 1, [TrackStep(a, 4)], "e1")
+    version = install(cache, a)
+    cache.apply("group-1", version, [TrackStep(a, 4)], "e1")
     snapshot = cache.dirty_snapshot("group-1")
     assert snapshot is not None and snapshot.trackers["a"].state.progress == 4
     greedy = RedisDataCache(cluster_redis_url, prefix, wait_replicas=2, wait_timeout=0.2)

@@ -134,13 +134,17 @@ def test_missing_scripts_are_recovered(redis_url: str, redis_prefix: str, functi
     a = count_def("a", 10)
     try:
         unseen_scripts()
-        assert cache.install_group(G, [fresh(a)])  # a pipeline: SET NX + the script
-        outcome = cache.apply(G, 1, [TrackStep(a, 1)], "e1")  # the hot path's own connection
+        version = cache.install_group(G, [fresh(a)])  # a pipeline: SET NX + the script
+        assert version
+        outcome = cache.apply(G, version, [TrackStep(a, 1)], "e1")  # the hot path's connection
         assert outcome.status == "applied" and outcome.states["a"].progress == 1
         unseen_scripts()
-        assert cache.apply(G, 1, [TrackStep(a, 1)], "e2").states["a"].progress == 2
+        assert cache.apply(G, version, [TrackStep(a, 1)], "e2").states["a"].progress == 2
         unseen_scripts()
-        batch = [ApplyRequest(G, 1, [TrackStep(a, 1)], "e3"), ApplyRequest(G, 1, [], "e3")]
+        batch = [
+            ApplyRequest(G, version, [TrackStep(a, 1)], "e3"),
+            ApplyRequest(G, version, [], "e3"),
+        ]
         assert [o.status for o in cache.apply_many(batch)] == ["applied", "duplicate"]
         unseen_scripts()
         assert cache.remove_trackers(G, ["a"], "admin")  # a pipeline: script + index write
@@ -169,7 +173,7 @@ def test_group_ttl_follows_the_last_expiry(redis_url: str, redis_prefix: str) ->
     meta_key = "{" + redis_prefix + ":" + G + "}:m"
     now = cache.now()
     a, b = count_def("a"), count_def("b")
-    cache.put_trackers(G, [fresh(a, now + 100), fresh(b, now + 200)], "admin")
+    created, _ = cache.put_trackers(G, [fresh(a, now + 100), fresh(b, now + 200)], "admin")
     remaining = client.pttl(meta_key) / 1000
     assert 200 + 3600 - 60 < remaining <= 200 + 3600
     # a tracker without expiry makes the group persist
@@ -178,7 +182,7 @@ def test_group_ttl_follows_the_last_expiry(redis_url: str, redis_prefix: str) ->
     cache.remove_trackers(G, ["c"], "admin-3")
     assert client.pttl(meta_key) > 0
     # keys created later (dedupe, outbox) get the group's TTL too
-    cache.apply(G, 4, [TrackStep(a, 1)], "e1")
+    assert cache.apply(G, created + 2, [TrackStep(a, 1)], "e1").status == "applied"
     assert client.pttl("{" + redis_prefix + ":" + G + "}:d") > 0
     cache.close()
 
@@ -210,8 +214,8 @@ def test_memory_per_tracker(redis_url: str, redis_prefix: str) -> None:
     defs = [
         count_def(f"tracker-{i:03d}", [10, 50, 100], limiters=[CountLimiter(100)]) for i in range(n)
     ]
-    cache.install_group(G, [CachedTracker(d, d.initial_state()) for d in defs])
-    cache.apply(G, 1, [TrackStep(d, 1) for d in defs], "e1")
+    version = cache.install_group(G, [CachedTracker(d, d.initial_state()) for d in defs])
+    assert cache.apply(G, version, [TrackStep(d, 1) for d in defs], "e1").status == "applied"
     state_key = "{" + redis_prefix + ":" + G + "}:s"
     meta_key = "{" + redis_prefix + ":" + G + "}:m"
     used = client.memory_usage(state_key, samples=0) + client.memory_usage(meta_key, samples=0)
@@ -325,13 +329,15 @@ def test_every_script_call_stays_in_one_cluster_slot(
     now = cache.now()
     a, b = count_def("a", [1, 3]), count_def("b", 1)
     p = periodic_def("p", 2)
-    assert cache.install_group(G, [fresh(a, now + 50), fresh(b), fresh(p)])  # install
+    version = cache.install_group(G, [fresh(a, now + 50), fresh(b), fresh(p)])  # install
+    assert version
     s1, s2, _, end = bounds_around(cache)
     periods = {"p": (s1, end)}
-    applied = cache.apply(G, 1, [TrackStep(a, 1), TrackStep(p, 2)], "e1", periods=periods)
+    applied = cache.apply(G, version, [TrackStep(a, 1), TrackStep(p, 2)], "e1", periods=periods)
     assert applied.completed == ["p"] and applied.fired  # a stage and a completion
-    assert cache.apply(G, 1, [TrackStep(a, 1)], "e1", periods=periods).status == "duplicate"
-    rolled = cache.apply(G, 1, [TrackStep(b, 1)], "e2", periods={"p": (s2, end)})
+    again = cache.apply(G, version, [TrackStep(a, 1)], "e1", periods=periods)
+    assert again.status == "duplicate"
+    rolled = cache.apply(G, version, [TrackStep(b, 1)], "e2", periods={"p": (s2, end)})
     assert rolled.completed == ["b"] and "p" in rolled.changed  # rolled over, b completed
     loaded = cache.get_definitions(G)
     assert loaded is not None
@@ -368,9 +374,8 @@ def test_apply_many_is_one_round_trip(
         _check_cluster_round_trips(cache, monkeypatch)
         return
     a = count_def("a", 100)
-    for group in ("g1", "g2", "g3"):
-        install(cache, a, group=group)
-    cache.apply("g1", 1, [TrackStep(a, 1)], "warm-up")  # the scripts are loaded
+    versions = {group: install(cache, a, group=group) for group in ("g1", "g2", "g3")}
+    cache.apply("g1", versions["g1"], [TrackStep(a, 1)], "warm-up")  # the scripts are loaded
     executions: list[int] = []
     make_pipeline = cache._client.pipeline
 
@@ -392,7 +397,7 @@ def test_apply_many_is_one_round_trip(
     monkeypatch.setattr(cache._client, "execute_command", refuse)
     monkeypatch.setattr(cache, "_hot_script", refuse)
     requests = [
-        ApplyRequest(g, 1, [TrackStep(a, 1)], f"e{i}")
+        ApplyRequest(g, versions[g], [TrackStep(a, 1)], f"e{i}")
         for i in range(20)
         for g in ("g1", "g2", "g3")
     ]
@@ -413,9 +418,8 @@ def _check_cluster_round_trips(cache: RedisDataCache, monkeypatch: pytest.Monkey
     assert router is not None
     a = count_def("a", 100)
     groups = [f"g{i}" for i in range(12)]  # on every primary, most likely
-    for group in groups:
-        install(cache, a, group=group)
-    cache.apply("g0", 1, [TrackStep(a, 1)], "warm-up")  # loads the scripts, indexes g0
+    versions = {group: install(cache, a, group=group) for group in groups}
+    cache.apply("g0", versions["g0"], [TrackStep(a, 1)], "warm-up")  # loads scripts, indexes g0
     sends: list[list[int]] = []
     send = router._send
 
@@ -435,18 +439,22 @@ def _check_cluster_round_trips(cache: RedisDataCache, monkeypatch: pytest.Monkey
     monkeypatch.setattr(router, "_send", counting_send)
     monkeypatch.setattr(router, "run_one", counting_one)
     monkeypatch.setattr(cache._client, "execute_command", refuse)
-    outcome = cache.apply("g0", 1, [TrackStep(a, 1)], "warm")
+    outcome = cache.apply("g0", versions["g0"], [TrackStep(a, 1)], "warm")
     assert outcome.status == "applied"
     assert sends == [[1]]  # one command to one node: the group is indexed already
     sends.clear()
-    requests = [ApplyRequest(g, 1, [TrackStep(a, 1)], f"e{i}") for i in range(5) for g in groups]
+    requests = [
+        ApplyRequest(g, versions[g], [TrackStep(a, 1)], f"e{i}") for i in range(5) for g in groups
+    ]
     outcomes = cache.apply_many(requests)
     assert len(sends) == 2
     assert sum(sends[0]) == len(requests)
     assert sum(sends[1]) == len(groups) - 1  # each new dirty group once; g0 is indexed
     assert all(o.status == "applied" for o in outcomes)
     sends.clear()
-    cache.apply_many([ApplyRequest(g, 1, [TrackStep(a, 1)], f"again-{g}") for g in groups])
+    cache.apply_many(
+        [ApplyRequest(g, versions[g], [TrackStep(a, 1)], f"again-{g}") for g in groups]
+    )
     assert len(sends) == 1  # every group is indexed: one round trip
     monkeypatch.undo()
     assert sorted(cache.dirty_groups()) == sorted(groups)

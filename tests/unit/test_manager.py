@@ -453,6 +453,30 @@ def test_evict_flushes_first_and_reloads(manager: TrackingManager) -> None:
     assert manager.get_trackers("g")[0].progress == 2
 
 
+def test_reloaded_group_never_meets_a_workers_old_definitions(clock: FakeClock) -> None:
+    """Definitions a worker cached before an eviction are never used after the reload.
+
+    Worker A caches the group's definitions; worker B removes the tracker's
+    condition, evicts the group and reloads it (with one more change). Were
+    versions to restart at 1, the reloaded group would reach A's cached
+    version again and A would evaluate with the removed condition.
+    """
+    cache, store = MemoryDataCache(clock=clock), MemoryDataStore()
+    a, b = TrackingManager(cache, store), TrackingManager(cache, store)
+    a.add_tracker("g", CountTracker("t", [KeyValueEQ("s", "paid")], 10))
+    a.track("g", {"s": "paid"})  # A now holds the definitions with the condition
+    cached = cache.get_definitions("g")
+    assert cached is not None
+    b.update_tracker("g", CountTracker("t", [], 10))  # the condition is gone
+    cache.ack_outbox(cache.outbox())
+    assert b.evict("g")
+    b.add_tracker("g", CountTracker("u", [], 10))  # reloads, then bumps the version
+    reloaded = cache.get_definitions("g")
+    assert reloaded is not None and reloaded[0] > cached[0]
+    a.track("g", {"s": "new"})  # counts for t only without the condition
+    assert {t.name: t.progress for t in a.get_trackers("g")} == {"t": 1, "u": 1}
+
+
 def test_track_many_matches_track_one_by_one(clock: FakeClock) -> None:
     def build() -> TrackingManager:
         manager = TrackingManager(MemoryDataCache(clock=clock), MemoryDataStore())

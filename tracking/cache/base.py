@@ -171,10 +171,15 @@ class DataCache(abc.ABC):
     @abc.abstractmethod
     def install_group(
         self, group_id: str, trackers: Sequence[CachedTracker], seen: Sequence[SeenEvent] = ()
-    ) -> bool:
-        """Install a group loaded from the store, only if absent; True if installed.
+    ) -> int:
+        """Install a group loaded from the store, only if absent.
 
-        A freshly installed group has version 1. An empty sequence installs
+        Returns the installed group's version, or 0 if the group was already
+        there. A freshly installed group's version is the cache's clock in
+        microseconds, so a new incarnation of a group (after an eviction, or
+        after the cache lost it) never repeats a version an earlier one had:
+        a worker still holding the old incarnation's definitions gets
+        ``stale`` instead of evaluating against them. An empty sequence installs
         an empty group, so that a group with no trackers is not looked up in
         the store on every event. ``seen`` are the dedupe records persisted
         with the group: they are remembered as if just applied here (their

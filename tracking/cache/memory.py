@@ -57,6 +57,9 @@ class MemoryDataCache(DataCache):
         self._seq = 0
         self._outbox: OrderedDict[str, OutboxEntry] = OrderedDict()
         self._seen: dict[str, OrderedDict[str, tuple[float, _Digest]]] = {}
+        # The highest version an evicted group had: a new incarnation starts
+        # above it even if the clock is fixed or stepped back (see _fresh_version).
+        self._retired_version = 0
         self._dedupe_window = dedupe_window
         self._dedupe_max = dedupe_max_entries
         self._clock = clock
@@ -71,11 +74,11 @@ class MemoryDataCache(DataCache):
 
     def install_group(
         self, group_id: str, trackers: Sequence[CachedTracker], seen: Sequence[SeenEvent] = ()
-    ) -> bool:
+    ) -> int:
         with self._lock:
             if group_id in self._groups:
-                return False
-            group = CachedGroup(version=1)
+                return 0
+            group = CachedGroup(version=self._fresh_version())
             for tracker in trackers:
                 group.trackers[tracker.definition.name] = copy.deepcopy(tracker)
             self._groups[group_id] = group
@@ -86,7 +89,11 @@ class MemoryDataCache(DataCache):
                     remembered[record.event_id] = (record.applied_at, digest)
             while len(remembered) > self._dedupe_max:
                 remembered.popitem(last=False)
-            return True
+            return group.version
+
+    def _fresh_version(self) -> int:
+        """A new group's version: the clock in microseconds, above any evicted group's."""
+        return max(int(self._clock() * 1_000_000), self._retired_version + 1)
 
     def _mark_dirty(self, group_id: str) -> None:
         self._seq += 1
@@ -201,7 +208,7 @@ class MemoryDataCache(DataCache):
         with self._lock:
             group = self._groups.get(group_id)
             if group is None:
-                group = CachedGroup(version=1)
+                group = CachedGroup(version=self._fresh_version())
             if not replace:
                 for tracker in trackers:
                     if tracker.definition.name in group.trackers:
@@ -303,7 +310,9 @@ class MemoryDataCache(DataCache):
                 return False
             if any(entry.group_id == group_id for entry in self._outbox.values()):
                 return False
-            self._groups.pop(group_id, None)
+            evicted = self._groups.pop(group_id, None)
+            if evicted is not None:
+                self._retired_version = max(self._retired_version, evicted.version)
             self._seen.pop(group_id, None)
             return True
 

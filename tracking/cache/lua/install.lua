@@ -7,11 +7,14 @@
 -- ARGV[3+3k..] quints: tracker name, definition hash, packed state,
 --           expire_at ("" = none), rules JSON if periodic ("" = not periodic)
 --
--- Returns 1 if installed (version 1, not dirty: the store already holds it),
--- 0 if the group was already there (nothing changes). Concurrent cold loads
--- of one group therefore install it exactly once.
+-- Returns the installed version (fresh_version in lib.lua, a string; not
+-- dirty: the store already holds the group) if installed, 0 if the group was
+-- already there (nothing changes). Concurrent cold loads of one group
+-- therefore install it exactly once.
 
+redis.replicate_commands()
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local version = fresh_version()
 local nseen = tonumber(ARGV[2])
 local first = 3 + 3 * nseen
 -- The dedupe records, in batches (unpack has a stack limit).
@@ -27,7 +30,7 @@ for b = 3, first - 1, 3 * 500 do
   redis.call('HSET', KEYS[4], unpack(digests))
 end
 local n = 0
-local meta = { F_VERSION, '1', F_DCOUNT, tostring(nseen) }
+local meta = { F_VERSION, version, F_DCOUNT, tostring(nseen) }
 local states = {}
 local periodic = {}
 for i = first, #ARGV, 5 do
@@ -46,4 +49,4 @@ redis.call('HSET', KEYS[2], unpack(meta))
 if #states > 0 then redis.call('HSET', KEYS[1], unpack(states)) end
 if #periodic > 0 then periodic_save(periodic) end
 retime(tonumber(ARGV[1]))
-return 1
+return version

@@ -401,6 +401,18 @@ local function mark_dirty(now_us)
   return s
 end
 
+-- The version of a freshly installed or created group: Redis TIME in
+-- microseconds, as a canonical integer string (apply.lua compares strings).
+-- An earlier incarnation of the group (evicted, or lost with the server)
+-- reached at most its own install time plus one per bump, and each bump is a
+-- script run taking more than a microsecond, so a new incarnation never
+-- reuses a version a worker may still hold definitions for (as long as the
+-- server's clock does not step back).
+local function fresh_version()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+
 local function bump_version()
   return redis.call('HINCRBY', KEYS[2], F_VERSION, 1)
 end

@@ -9,7 +9,7 @@
 --           expire_at ("" = none), rules JSON if periodic ("" = not periodic)
 --
 -- Without replace, an existing name returns {"conflict", name} and nothing
--- changes. Otherwise a missing group is created (version 1), trackers are
+-- changes. Otherwise a missing group is created (fresh_version in lib.lua), trackers are
 -- written (a replaced tracker keeps its place in the order), tombstones of
 -- those names are dropped, the periodic list follows the new
 -- definitions, the version is bumped, the group marked dirty, ADDED queued
@@ -25,7 +25,7 @@ if not replace then
   end
 end
 if redis.call('HEXISTS', KEYS[2], F_VERSION) == 0 then
-  redis.call('HSET', KEYS[2], F_VERSION, '1')
+  redis.call('HSET', KEYS[2], F_VERSION, fresh_version())
 end
 local fired_list = {}
 local periodic = periodic_list()

@@ -262,7 +262,7 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
 
     def install_group(
         self, group_id: str, trackers: Sequence[CachedTracker], seen: Sequence[SeenEvent] = ()
-    ) -> bool:
+    ) -> int:
         """SET NX each definition, then the install-if-absent script, then the expiry and
         periodic index entries (no work entry: the group is clean). One pipeline on one
         server; on a cluster each step after the previous one's replies (a reader must
@@ -281,7 +281,7 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
         results = self._execute_phases(
             defs, [script], self._tracker_index_commands(group_id, trackers)
         )
-        return int(results[len(defs)]) == 1
+        return int(results[len(defs)])  # the installed version, 0 if already there
 
     # -- hot path ------------------------------------------------------------
 
