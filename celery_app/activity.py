@@ -20,6 +20,10 @@ the dashboard (:mod:`dashboard`):
     the broker (one pipeline per published batch, events are rare next to
     tracked data). A re-published event may appear twice; readers drop
     repeated ids.
+``recent`` (list, newest first, kept for the dedupe window)
+    the last :data:`RECENT_ALL` fired events of every group, the same
+    records plus ``group_id``, written in the same pipeline: the overview's
+    "latest fired events", so people find active groups without a key scan.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ FLUSH_SECONDS = 1.0
 RATE_TTL_SECONDS = 2 * 3600
 #: Fired events remembered per group.
 RECENT_PER_GROUP = 50
+#: Fired events remembered across all groups.
+RECENT_ALL = 100
 
 
 def rate_key(prefix: str, hour: int) -> str:
@@ -53,6 +59,11 @@ def rate_key(prefix: str, hour: int) -> str:
 def recent_key(prefix: str, group_id: str) -> str:
     """The list of a group's recent fired events."""
     return runtime.service_key(prefix, "recent", group_id)
+
+
+def recent_all_key(prefix: str) -> str:
+    """The list of the recent fired events of every group."""
+    return runtime.service_key(prefix, "recent")
 
 
 class _Counts:
@@ -153,22 +164,27 @@ def compact_event(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def record_fired(events: Iterable[Mapping[str, Any]]) -> None:
-    """Remember published events per group (one pipeline); never raises."""
+    """Remember published events per group and across groups (one pipeline); never raises."""
     by_group: dict[str, list[str]] = {}
+    everywhere: list[str] = []
     for event in events:
         group_id = event.get("group_id")
         if isinstance(group_id, str):
-            by_group.setdefault(group_id, []).append(json.dumps(compact_event(event)))
+            compact = compact_event(event)
+            by_group.setdefault(group_id, []).append(json.dumps(compact))
+            everywhere.append(json.dumps({"group_id": group_id, **compact}))
     if not by_group:
         return
     try:
         prefix = runtime.settings().key_prefix
         ttl = runtime.settings().dedupe_window_seconds
         pipe = runtime.redis_client().pipeline(transaction=False)
-        for group_id, items in by_group.items():
-            key = recent_key(prefix, group_id)
+        for key, items, keep in [
+            *((recent_key(prefix, g), items, RECENT_PER_GROUP) for g, items in by_group.items()),
+            (recent_all_key(prefix), everywhere, RECENT_ALL),
+        ]:
             pipe.lpush(key, *items)
-            pipe.ltrim(key, 0, RECENT_PER_GROUP - 1)
+            pipe.ltrim(key, 0, keep - 1)
             pipe.expire(key, ttl)
         pipe.execute()
     except Exception:

@@ -6,7 +6,15 @@ to the demo by a parent-death signal; adds sample trackers with the
 ``add_trackers`` task; sends a stream of events with ``track.delay``; waits
 until the worker applied them all and the follow-up handlers below ran;
 prints the trackers and what the handlers received; then stops everything
-(warm shutdown) and removes its temporary data directory.
+(warm shutdown).
+
+Its files live in one directory of its own and nowhere else: by default
+:func:`last_demo_dir`, a per-user directory under the system's temp dir
+that each run empties first and leaves in place afterwards, so
+``tracking dashboard`` can show the last run with no configuration (see
+:mod:`cli.browse`). ``--clean`` removes it at the end instead; a
+``--data-dir`` of the user's choice must be new, empty, or an earlier
+demo's (it holds :data:`MARKER_FILE`).
 
 "Applied" is known exactly: the same trackers and events run through an
 in-memory :class:`~tracking.manager.TrackingManager` in the demo process,
@@ -21,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
+import stat
 import tempfile
 import time
 from collections import Counter
@@ -41,6 +51,84 @@ from tracking.trackers import AccumulationTracker, BaseTracker, CountTracker
 GROUPS = ("alice", "bob", "carol")
 EVENTS_KEY = "demo-events"
 REWARDS_KEY = "demo-rewards"
+#: The demo's key prefix and handler module: what a dashboard over its files needs.
+KEY_PREFIX = "demo"
+HANDLERS = ["cli.demo"]
+#: Written into the demo's directory: marks it as one (safe to empty) and
+#: tells the dashboard the key prefix and handlers to read it with.
+MARKER_FILE = "tracking-demo.json"
+
+
+class DemoDirError(Exception):
+    """The demo's directory cannot be used (not ours, not empty, unsafe)."""
+
+
+def last_demo_dir() -> Path:
+    """Where ``tracking demo`` keeps its last run: ``<tmp>/celery-tracking-demo-<uid>``.
+
+    Under the temp dir so it never mixes with the user's own data and goes
+    with the next reboot; per user because the temp dir is shared.
+    """
+    return Path(tempfile.gettempdir()) / f"celery-tracking-demo-{os.getuid()}"
+
+
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    """The demo marker in ``directory`` (its key prefix and handlers), or None."""
+    try:
+        marker = json.loads((directory / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict):
+        return None
+    prefix, handlers = marker.get("key_prefix"), marker.get("event_handlers")
+    if not isinstance(prefix, str) or not isinstance(handlers, list):
+        return None
+    return {"key_prefix": prefix, "event_handlers": [str(h) for h in handlers]}
+
+
+def prepare_demo_dir(root: Path, *, shared_tmp: bool) -> None:
+    """Make ``root`` an empty directory holding only the demo marker.
+
+    An earlier demo's directory (it has the marker) is emptied; a missing one
+    is created (mode 0700); anything else that is not empty is refused rather
+    than mixed with the demo's data. In the shared temp dir the directory
+    must also be a real directory owned by this user and closed to others
+    (another user could have created the name first, or made it a symlink).
+    """
+    if root.is_symlink():
+        raise DemoDirError(f"{root} is a symlink; refusing to use it for the demo")
+    if root.exists():
+        info = root.stat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise DemoDirError(f"{root} exists and is not a directory")
+        if shared_tmp and (info.st_uid != os.getuid() or info.st_mode & 0o077):
+            raise DemoDirError(
+                f"{root} belongs to another user or is open to others; remove it "
+                "or run tracking demo --data-dir DIR"
+            )
+        if any(root.iterdir()):
+            if read_marker(root) is None:
+                raise DemoDirError(
+                    f"{root} is not empty and holds no earlier demo; choose a new or "
+                    "empty directory"
+                )
+            _check_not_served(root)
+            shutil.rmtree(root)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker = {"key_prefix": KEY_PREFIX, "event_handlers": HANDLERS, "groups": list(GROUPS)}
+    (root / MARKER_FILE).write_text(json.dumps(marker) + "\n")
+
+
+def _check_not_served(root: Path) -> None:
+    """Refuse to empty a demo directory whose embedded Redis still runs (a dashboard on it)."""
+    from tracking.embedded import running_server_pid  # noqa: PLC0415
+
+    pid = running_server_pid(root)
+    if pid is not None:
+        raise DemoDirError(
+            f"the last demo's Redis (pid {pid}) is still serving {root}, probably for a "
+            "tracking dashboard; stop that first"
+        )
 
 
 def sample_trackers() -> list[BaseTracker]:
@@ -126,15 +214,15 @@ def _snapshot(manager: Any) -> dict[str, Any]:
 def _environment(data_dir: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     settings = Settings(
         data_dir=data_dir,
-        key_prefix="demo",
-        event_handlers=["cli.demo"],
+        key_prefix=KEY_PREFIX,
+        event_handlers=HANDLERS,
         flush_interval_seconds=1.0,
         drain_interval_seconds=0.5,
     )
     env = procs.settings_env(
         data_dir=str(data_dir),
-        key_prefix="demo",
-        event_handlers=["cli.demo"],
+        key_prefix=KEY_PREFIX,
+        event_handlers=HANDLERS,
         flush_interval_seconds=1.0,
         drain_interval_seconds=0.5,
     )
@@ -143,8 +231,12 @@ def _environment(data_dir: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     yield settings, env
 
 
-def run_demo(events: int = 300, data_dir: Path | None = None, keep: bool = False) -> int:
-    """Run the demo (see the module docstring); returns the process exit code."""
+def run_demo(events: int = 300, data_dir: Path | None = None, clean: bool = False) -> int:
+    """Run the demo (see the module docstring); returns the process exit code.
+
+    ``data_dir`` defaults to :func:`last_demo_dir`; ``clean`` removes it at
+    the end. Raises :class:`DemoDirError` when the directory cannot be used.
+    """
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -153,9 +245,9 @@ def run_demo(events: int = 300, data_dir: Path | None = None, keep: bool = False
     from tracking.embedded import EmbeddedRedis  # noqa: PLC0415
 
     console = Console()
-    made_dir = data_dir is None
-    root = Path(tempfile.mkdtemp(prefix="tracking-demo-")) if data_dir is None else data_dir
-    root.mkdir(parents=True, exist_ok=True)
+    default_dir = data_dir is None
+    root = (last_demo_dir() if data_dir is None else data_dir).absolute()
+    prepare_demo_dir(root, shared_tmp=default_dir)
     stream = sample_events(events)
     expected_state, expected_events = _model(stream)
     children: list[Any] = []
@@ -219,27 +311,32 @@ def run_demo(events: int = 300, data_dir: Path | None = None, keep: bool = False
                 return 1
         _print_results(console, Table, manager, redis, expected_events)
         console.print(f"[green]✓[/] done in {time.monotonic() - started:.1f} s; stopping")
-        console.print(_dashboard_hint(root, kept=not made_dir or keep))
+        console.print(_dashboard_hint(root, default_dir=default_dir, clean=clean))
         return 0
     finally:
         for child in reversed(children):
             procs.stop(child)
         runtime.use_settings(None)
         server.stop()
-        if made_dir and not keep:
+        if clean:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _dashboard_hint(root: Path, *, kept: bool) -> str:
-    """How to browse the demo's groups in ``tracking dashboard`` (only when its data is kept)."""
-    if not kept:
-        return (
-            "the demo's data goes with its temp dir; to browse it in the web dashboard, run "
-            "[bold]tracking demo --data-dir DIR[/], then the command it prints"
-        )
+def _dashboard_hint(root: Path, *, default_dir: bool, clean: bool) -> str:
+    """How to browse the demo's groups in ``tracking dashboard``."""
+    if clean:
+        return f"removed {root} (--clean)"
+    if default_dir:
+        from cli.browse import choose  # noqa: PLC0415 - browse imports this module
+
+        plain = choose(demo=False, data_dir=None, key_prefix=None, environ=os.environ)
+        shows_demo = plain.settings.data_dir == root
+        command = "tracking dashboard" if shows_demo else "tracking dashboard --demo"
+    else:
+        command = f"tracking dashboard --data-dir {root}"
     return (
-        "browse its groups: [bold]TRACKING_EVENT_HANDLERS='[\"cli.demo\"]' tracking dashboard "
-        f"--data-dir {root} --key-prefix demo[/] (http://127.0.0.1:5566/groups/alice)"
+        f"data kept in {root} until the next demo; browse its groups: [bold]{command}[/] "
+        "(http://127.0.0.1:5566/groups/alice)"
     )
 
 

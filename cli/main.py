@@ -56,14 +56,28 @@ app = typer.Typer(
 def demo(
     events: Annotated[int, typer.Option(min=1, max=100_000, help="Events to send.")] = 300,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Keep the demo's files here (default: a temp dir).")
+        Path | None,
+        typer.Option(
+            help="Run in this directory (new, empty or an earlier demo's) instead of the "
+            "per-user one under the temp dir."
+        ),
     ] = None,
+    clean: Annotated[
+        bool, typer.Option("--clean", help="Remove the demo's files at the end.")
+    ] = False,
 ) -> None:
-    """Run everything on this machine with no servers: worker, beat, trackers, events."""
-    with guard():
-        from cli.demo import run_demo  # noqa: PLC0415 - Celery only inside commands
+    """Run everything on this machine with no servers: worker, beat, trackers, events.
 
-        code = run_demo(events=events, data_dir=data_dir, keep=data_dir is not None)
+    The last run's files stay (in the temp dir, emptied by the next run) so
+    that tracking dashboard can show its groups.
+    """
+    with guard():
+        from cli.demo import DemoDirError, run_demo  # noqa: PLC0415 - Celery only inside commands
+
+        try:
+            code = run_demo(events=events, data_dir=data_dir, clean=clean)
+        except DemoDirError as exc:
+            raise CliError(ExitCode.CONFLICT, str(exc)) from None
     raise typer.Exit(code)
 
 
@@ -166,26 +180,30 @@ def dashboard(
         str, typer.Option(help="Listen address (only loopback unless credentials are set).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5566,
+    demo: Annotated[bool, typer.Option("--demo", help="Show the last tracking demo run.")] = False,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Override TRACKING_DATA_DIR (e.g. a kept demo's).")
+        Path | None, typer.Option(help="Override TRACKING_DATA_DIR (a demo's dir works too).")
     ] = None,
-    key_prefix: Annotated[
-        str | None, typer.Option(help="Override TRACKING_KEY_PREFIX (the demo uses 'demo').")
-    ] = None,
+    key_prefix: Annotated[str | None, typer.Option(help="Override TRACKING_KEY_PREFIX.")] = None,
 ) -> None:
-    """The read-only web dashboard (http://HOST:PORT), over the workers' settings."""
+    """The read-only web dashboard (http://HOST:PORT), over the workers' settings.
+
+    With no TRACKING_* configuration and no groups of your own yet, it shows
+    the last tracking demo run (and says so on every page).
+    """
     with guard():
-        from config.settings import Settings  # noqa: PLC0415
+        from cli.browse import NoDemoError, choose  # noqa: PLC0415
         from dashboard.auth import ExposureError  # noqa: PLC0415 - web stack only here
         from dashboard.server import serve  # noqa: PLC0415
 
-        overrides: dict[str, object] = {}
-        if data_dir is not None:
-            overrides["data_dir"] = data_dir
-        if key_prefix is not None:
-            overrides["key_prefix"] = key_prefix
         try:
-            serve(host, port, Settings(**overrides))  # type: ignore[arg-type]
+            target = choose(demo=demo, data_dir=data_dir, key_prefix=key_prefix, environ=os.environ)
+        except NoDemoError as exc:
+            raise CliError(ExitCode.NOT_FOUND, str(exc)) from None
+        if target.notice:
+            typer.echo(f"{target.notice} Files: {target.settings.data_dir}")
+        try:
+            serve(host, port, target.settings, notice=target.notice)
         except ExposureError as exc:
             raise CliError(ExitCode.USAGE, str(exc)) from None
 

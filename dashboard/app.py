@@ -84,8 +84,13 @@ def _number(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.6g}"
 
 
-def create_app(settings: Settings | None = None, *, source: Source | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None, *, source: Source | None = None, notice: str | None = None
+) -> Starlette:
     """The dashboard app over ``source`` (default: one built from ``settings``).
+
+    ``notice`` is a line shown at the top of every page (e.g. "Showing the
+    last tracking demo run").
 
     With credentials in the settings every request must carry them; without,
     none is asked (``serve`` then refuses any address but loopback).
@@ -100,7 +105,7 @@ def create_app(settings: Settings | None = None, *, source: Source | None = None
     env = environment()
 
     def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = env.get_template(name).render(prefix=source.prefix, **context)
+        html = env.get_template(name).render(prefix=source.prefix, notice=notice, **context)
         return HTMLResponse(html, status_code=status)
 
     def overview(request: Request) -> Response:

@@ -33,9 +33,17 @@ def check_exposure(host: str, settings: Settings) -> None:
 
 
 def serve(
-    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, settings: Settings | None = None
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    settings: Settings | None = None,
+    *,
+    notice: str | None = None,
 ) -> None:
-    """Run the dashboard until interrupted (checks the address first)."""
+    """Run the dashboard until interrupted (checks the address first).
+
+    ``notice``, when given, is shown at the top of every page (say, that the
+    data shown is a demo's).
+    """
     import uvicorn  # noqa: PLC0415 - only the serving process needs it
 
     from config.settings import get_settings  # noqa: PLC0415
@@ -43,7 +51,7 @@ def serve(
 
     settings = settings or get_settings()
     check_exposure(host, settings)
-    app = create_app(settings)
+    app = create_app(settings, notice=notice)
     app.state.source.start_count()  # so the first overview already has a group count
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

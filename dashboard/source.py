@@ -9,7 +9,10 @@ It only reads. Costs per page, whatever the number of groups:
   group that is not cached is read from the store (one ``load_group``).
 - overview: one pipeline over the index shards plus one over the oldest
   :data:`~tracking.cache.redis.inspect.DEFAULT_SAMPLE` work entries, and
-  one pipeline of the two per-minute rate hashes. The number of groups in
+  one pipeline of the two per-minute rate hashes and the list of the
+  latest fired events of all groups (at most
+  :data:`~celery_app.activity.RECENT_ALL`): the newest
+  :data:`LATEST_EVENTS` are listed, and every group in it is linked. The number of groups in
   the cache is counted by a background SCAN at most every
   :data:`COUNT_EVERY_SECONDS` and shown with its age, never on page load.
 """
@@ -55,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 #: The background group count is refreshed at most this often.
 COUNT_EVERY_SECONDS = 60.0
+#: Fired events of all groups listed on the overview.
+LATEST_EVENTS = 20
 
 
 @dataclass
@@ -111,6 +116,7 @@ class EventView:
     time: str
     pending: bool
     handlers: list[HandlerRun] = field(default_factory=list)
+    group_id: str | None = None
 
 
 @dataclass
@@ -143,6 +149,8 @@ class Overview:
     tracked_hour: int
     completed_hour: int
     rates: list[RateRow]
+    latest: list[EventView]
+    active_groups: list[str]  # groups of the recorded latest events, newest first
     handlers: list[str]
     handler_error: str | None
     flower_url: str | None
@@ -287,24 +295,8 @@ class Source:
             )
             for entry in reversed(inspection.outbox)
         ]
-        seen = {e.event_id for e in events}
-        for raw in self.client.lrange(activity.recent_key(self.prefix, group_id), 0, -1):
-            item = _json(raw)
-            event_id = str(item.get("event_id"))
-            if event_id in seen:
-                continue
-            seen.add(event_id)
-            events.append(
-                EventView(
-                    event_id=event_id,
-                    event=str(item.get("event") or EVENT_NAMES.get(_int(item.get("code")), "?")),
-                    name=str(item.get("name")),
-                    stage=_stage(item.get("stage")),
-                    progress=item.get("progress"),
-                    time=time_text(_float(item.get("event_ts"))),
-                    pending=False,
-                )
-            )
+        raw = self.client.lrange(activity.recent_key(self.prefix, group_id), 0, -1)
+        events += _recorded_events(raw, seen={e.event_id for e in events})
         self._handler_runs(events)
         return GroupPage(
             group_id=group_id,
@@ -348,8 +340,10 @@ class Source:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(activity.rate_key(self.prefix, hour - 1))
         pipe.hgetall(activity.rate_key(self.prefix, hour))
+        pipe.lrange(activity.recent_all_key(self.prefix), 0, -1)
+        *hashes, latest = pipe.execute()
         counts: dict[str, int] = {}
-        for raw in pipe.execute():
+        for raw in hashes:
             for k, v in (raw or {}).items():
                 counts[_text(k)] = int(v)
         rows = []
@@ -366,6 +360,7 @@ class Source:
             for m, t, c in reversed(rows)
         ]
         groups, counted = self._group_count(now)
+        recorded = _recorded_events(latest or [], seen=set())
         return Overview(
             prefix=self.prefix,
             groups=groups,
@@ -378,6 +373,8 @@ class Source:
             tracked_hour=sum(t for _, t, _ in rows),
             completed_hour=sum(c for _, _, c in rows),
             rates=rates,
+            latest=recorded[:LATEST_EVENTS],
+            active_groups=list(dict.fromkeys(e.group_id for e in recorded if e.group_id)),
             handlers=self.handler_names(),
             handler_error=self.handler_error,
             flower_url=self.flower_url,
@@ -429,6 +426,31 @@ class Source:
         self.client.close()
         if self._store is not None:
             self._store.close()
+
+
+def _recorded_events(raw_items: list[Any], seen: set[str]) -> list[EventView]:
+    """Fired-event records (see :mod:`celery_app.activity`) as views, repeats dropped."""
+    views = []
+    for raw in raw_items:
+        item = _json(raw)
+        event_id = str(item.get("event_id"))
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        group_id = item.get("group_id")
+        views.append(
+            EventView(
+                event_id=event_id,
+                event=str(item.get("event") or EVENT_NAMES.get(_int(item.get("code")), "?")),
+                name=str(item.get("name")),
+                stage=_stage(item.get("stage")),
+                progress=item.get("progress"),
+                time=time_text(_float(item.get("event_ts"))),
+                pending=False,
+                group_id=group_id if isinstance(group_id, str) else None,
+            )
+        )
+    return views
 
 
 def _text(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,16 +41,36 @@ def _user_env(dirs: dict[str, Path]) -> dict[str, str]:
 
 
 def test_demo_runs_with_no_configuration_and_touches_nothing_else(tmp_path: Path) -> None:
-    # Only its own temp dir: no ./.tracking-data, nothing in the user data dir
-    # (where a second embedded server would have put its files), no leftovers.
+    # Only its own directory under the temp dir: no ./.tracking-data, nothing
+    # in the user data dir (where a second embedded server would have put its
+    # files). It keeps that directory for tracking dashboard; the next run
+    # starts from an empty one, and --clean leaves nothing at all.
     dirs = _user_dirs(tmp_path)
     result = _cli("demo", "--events", "200", env=_user_env(dirs), cwd=dirs["cwd"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Trackers after the stream" in result.stdout
     assert "earned the logins badge" in result.stdout
     assert "(no duplicates)" in result.stdout
+    kept = dirs["tmp"] / f"celery-tracking-demo-{os.getuid()}"
+    assert list(dirs["tmp"].iterdir()) == [kept]
+    assert (kept / "tracking-demo.json").is_file()
+    (kept / "left-over").write_text("from the first run")
+    again = _cli("demo", "--events", "50", "--clean", env=_user_env(dirs), cwd=dirs["cwd"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(no duplicates)" in again.stdout
     for name, path in dirs.items():
         assert list(path.iterdir()) == [], f"the demo left files in {name}"
+
+
+def test_demo_refuses_a_directory_that_is_not_a_demo(tmp_path: Path) -> None:
+    dirs = _user_dirs(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    result = _cli("demo", "--data-dir", str(mine), env=_user_env(dirs), cwd=dirs["cwd"])
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "is not empty and holds no earlier demo" in result.stderr
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 def test_show_from_another_folder_reads_the_same_data(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """``tracking dashboard`` as people run it: after ``tracking demo``, in a real browser.
 
-Runs ``tracking demo --data-dir D`` (the embedded default: its own Redis,
-worker and beat, no configuration), then ``tracking dashboard --data-dir D
---key-prefix demo`` as a subprocess, checks the pages over HTTP, and renders
-the group page and the overview in Debian's headless chromium. The
-screenshots are written to the test's temp dir; set
+Runs ``tracking demo`` (the embedded default: its own Redis, worker and
+beat, no configuration) for a user with empty home, data and temp
+directories, then plain ``tracking dashboard`` as a subprocess with no
+``TRACKING_*`` setting at all, checks that it shows the demo's groups over
+HTTP (and says they are the demo's), and renders the group page and the
+overview in Debian's headless chromium. The screenshots are written to the
+test's temp dir; set
 ``TRACKING_DASHBOARD_SCREENSHOTS`` to a directory (e.g. ``docs``) to keep
 ``dashboard-group.png`` and ``dashboard-overview.png`` there.
 """
@@ -29,7 +31,6 @@ from tests.support.celery_env import free_port, wait_until
 pytestmark = [pytest.mark.slow]
 
 BIN = Path(sys.executable).parent / "tracking"
-DEMO_HANDLERS = "cli.demo"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -51,39 +52,42 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("demo") / "data"
+def user_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A user with empty home, data and temp directories and no TRACKING_* settings."""
+    root = tmp_path_factory.mktemp("user")
+    for name in ("home", "tmp"):
+        (root / name).mkdir()
+    return _env(
+        HOME=str(root / "home"), XDG_DATA_HOME=str(root / "home" / "data"), TMPDIR=str(root / "tmp")
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_dir(user_env: dict[str, str]) -> Path:
     done = subprocess.run(
-        [str(BIN), "demo", "--events", "120", "--data-dir", str(data)],
-        env=_env(COLUMNS="400"),  # wide enough that rich does not fold the printed path
+        [str(BIN), "demo", "--events", "120"],
+        env={**user_env, "COLUMNS": "400"},  # wide enough that rich does not fold the path
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = Path(user_env["TMPDIR"]) / f"celery-tracking-demo-{os.getuid()}"
     flat = " ".join(done.stdout.split())  # rich wraps long lines
-    assert f"tracking dashboard --data-dir {data} --key-prefix demo" in flat
+    assert f"data kept in {data} until the next demo" in flat
+    assert "browse its groups: tracking dashboard (http" in flat  # plain: no flags needed
     return data
 
 
 @pytest.fixture(scope="module")
-def dashboard(demo_dir: Path) -> Iterator[str]:
+def dashboard(demo_dir: Path, user_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    log = demo_dir / "dashboard.log"
+    log = demo_dir.parent / "dashboard.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                str(BIN),
-                "dashboard",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(demo_dir),
-                "--key-prefix",
-                "demo",
-            ],
-            env=_env(TRACKING_EVENT_HANDLERS=f'["{DEMO_HANDLERS}"]'),
+            [str(BIN), "dashboard", "--port", str(port)],
+            env=user_env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -103,6 +107,7 @@ def dashboard(demo_dir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+    assert "Showing the last tracking demo run" in log.read_text()
 
 
 def test_dashboard_serves_the_demo_groups(dashboard: str) -> None:
@@ -111,9 +116,14 @@ def test_dashboard_serves_the_demo_groups(dashboard: str) -> None:
     for name in ("logins", "big-spender", "shares"):
         assert name in html
     assert "cli.demo:remember" in html and ">done<" in html
+    assert "Showing the last tracking demo run" in html
     status, html = _get(f"{dashboard}/")
     assert status == 200
     assert "groups in the cache" in html and "events tracked in the last hour" in html
+    # The demo's groups are found from the home page, not only by typing an id.
+    active = html.split("Groups with recent events", 1)[1].split("<h2>", 1)[0]
+    for group in ("alice", "bob", "carol"):
+        assert f'href="/groups/{group}"' in active
     status, html = _get(f"{dashboard}/groups/nobody")
     assert status == 404
 
@@ -148,10 +158,11 @@ def test_refuses_a_public_address_without_credentials() -> None:
 
 
 def test_token_protects_a_running_dashboard(demo_dir: Path) -> None:
+    # --data-dir of a demo's directory: its key prefix and handlers come from its marker.
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN), "dashboard", "--port", str(port), "--data-dir", str(demo_dir)],
-        env=_env(TRACKING_DASHBOARD_TOKEN="s3cret", TRACKING_KEY_PREFIX="demo"),
+        env=_env(TRACKING_DASHBOARD_TOKEN="s3cret"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -73,6 +73,7 @@ from tracking.embedded.files import (
     SOCKET_FILENAME,
     STATE_FILENAME,
     broker_url_from_redis_url,
+    running_server_pid,
     socket_path_for,
 )
 from tracking.embedded.server import (
@@ -100,6 +101,7 @@ __all__ = [
     "broker_url_from_redis_url",
     "ensure_embedded_redis",
     "redis_url_from_settings",
+    "running_server_pid",
     "socket_path_for",
     "stop_owned_servers",
 ]

@@ -285,6 +285,16 @@ def _find_running_server(data_dir: Path, timeout: float) -> tuple[int, Path] | N
         time.sleep(0.05)
 
 
+def running_server_pid(data_dir: Path) -> int | None:
+    """The pid of a live embedded server for `data_dir`, or None; never starts one."""
+    try:
+        found = _find_running_server(_absolute(data_dir), 0.0)
+    except CacheError:  # recorded, alive, not answering yet: running all the same
+        record = _ServerRecord.read(_absolute(data_dir))
+        return record.pid if record is not None else None
+    return None if found is None else found[0]
+
+
 def _rotate_log(log_path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         if log_path.stat().st_size > MAX_LOG_BYTES:
