@@ -94,14 +94,14 @@ class _Counter:
                 self.count += 1
                 return real_send(batches)
 
-            real_one = cache._router.run_one
+            real_one = cache._router.run_packed
 
             def one(*args: Any) -> Any:
                 self.count += 1
                 return real_one(*args)
 
             cache._router._send = send  # type: ignore[method-assign]
-            cache._router.run_one = one  # type: ignore[method-assign]
+            cache._router.run_packed = one  # type: ignore[method-assign]
         else:
             real_hot = cache._hot_script
 
@@ -116,7 +116,7 @@ class _Counter:
         cache = self.cache
         if cache._router is not None:
             del cache._router._send
-            del cache._router.run_one
+            del cache._router.run_packed
         else:
             del cache._hot_script
 

@@ -430,14 +430,14 @@ def _check_cluster_round_trips(cache: RedisDataCache, monkeypatch: pytest.Monkey
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the cache sent a command outside its router")
 
-    real_one = router.run_one
+    real_packed = router.run_packed
 
-    def counting_one(key: Any, command: Any, recover: Any) -> Any:
+    def counting_packed(key: Any, packed: Any, command: Any, recover: Any) -> Any:
         sends.append([1])  # one command to one node
-        return real_one(key, command, recover)
+        return real_packed(key, packed, command, recover)
 
     monkeypatch.setattr(router, "_send", counting_send)
-    monkeypatch.setattr(router, "run_one", counting_one)
+    monkeypatch.setattr(router, "run_packed", counting_packed)
     monkeypatch.setattr(cache._client, "execute_command", refuse)
     outcome = cache.apply("g0", versions["g0"], [TrackStep(a, 1)], "warm")
     assert outcome.status == "applied"

@@ -53,3 +53,6 @@ def test_packed_apply_matches_redis_py(
         assert packed == expected
         # encoded twice: the cached parts give the same bytes
         assert cache._packed_apply("grp ü", 7, steps, "ev1", source, bounds) == packed
+        # the cluster's form: the script command alone
+        alone = cache._packed_apply("grp ü", 7, steps, "ev1", source, bounds, index=False)
+        assert alone == _redis_py_bytes(cache, [cache._invocation("apply", keys, args)])

@@ -170,17 +170,24 @@ class ClusterRouter:
             self._drop(names)
             raise
 
-    def run_one(self, key: str | bytes, command: Sequence[Any], recover: Recover) -> Any:
-        """One command on ``key``'s node: the hot path, without :meth:`run`'s bookkeeping.
+    def run_packed(
+        self,
+        key: str | bytes,
+        packed: bytes,
+        command: Callable[[], Sequence[Any]],
+        recover: Recover,
+    ) -> Any:
+        """One command on ``key``'s node, already encoded: the hot path.
 
         Its reply; an error reply that calls for a redirection or a script
-        load goes through :meth:`run` (the command did not run), any other
-        is raised.
+        load goes through :meth:`run` (the command did not run) with the
+        command as ``command()`` builds it (a list, made only then); any
+        other error reply is raised.
         """
         node = self.node_for_slot(slot_of(key))
         conn = self.connection(node)
         try:
-            conn.send_packed_command(conn.pack_command(*command))
+            conn.send_packed_command([packed])
             return conn.read_response()
         except ResponseError as exc:
             if not self._redirect(exc, {}, 0, node, recover, 0):
@@ -188,7 +195,7 @@ class ClusterRouter:
         except BaseException:
             self._drop([node.name])
             raise
-        reply = self.run([(key, command)], recover)[0]
+        reply = self.run([(key, command())], recover)[0]
         if isinstance(reply, Exception):
             raise reply
         return reply

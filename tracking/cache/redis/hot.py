@@ -4,8 +4,8 @@ One round trip per event (see :meth:`HotPath.apply`): the script's
 arguments come from per-definition rules computed once per definition
 object (:meth:`HotPath._compile`) and per-group key lists kept in memory.
 The arguments have two forms: :meth:`HotPath._apply_args` (a list, for
-redis-py pipelines: ``apply_many`` and the cluster router) and, on one
-server, :meth:`HotPath._packed_apply`, the bytes on the wire, where what is
+redis-py pipelines: ``apply_many`` and the cluster router's retries) and,
+for ``apply``, :meth:`HotPath._packed_apply`, the bytes on the wire, where what is
 constant per group (keys, the work index command around its score) and per
 definition (name, rules) is encoded once. A unit test holds the two to the
 same bytes.
@@ -132,11 +132,21 @@ class HotPath(IndexedGroups):
                     )
                 )
             else:
-                args = self._apply_args(group_id, version, steps, event_id, source_id, periods)
                 keys = self._script_keys(group_id)
                 with self._errors():
-                    reply = self._router.run_one(
-                        keys[0], self._invocation("apply", keys, args), self._recoverable
+                    reply = self._router.run_packed(
+                        keys[0],
+                        self._packed_apply(
+                            group_id, version, steps, event_id, source_id, periods, index=False
+                        ),
+                        lambda: self._invocation(
+                            "apply",
+                            keys,
+                            self._apply_args(
+                                group_id, version, steps, event_id, source_id, periods
+                            ),
+                        ),
+                        self._recoverable,
                     )
                 if _wants_index(reply):
                     self._execute([self._work_command(group_id)])
@@ -232,13 +242,16 @@ class HotPath(IndexedGroups):
         event_id: str,
         source_id: str | None,
         periods: PeriodBounds | None,
+        *,
+        index: bool = True,
     ) -> bytes:
-        """The apply script and its work index write, encoded for the wire (one server).
+        """The apply script and its work index write, encoded for the wire.
 
         The same two commands as :meth:`_apply_args` and ``_work_command``
         give, as redis-py would pack them, but with what is constant per
         group and per definition encoded once: generic packing cost about
-        15 µs per event at 10 trackers.
+        15 µs per event at 10 trackers. Without ``index``, the script
+        command alone (a cluster writes the entry after the reply).
         """
         heads = self._hot_heads.get(group_id)
         if heads is None or heads[0] != (self._library, self._functions):
@@ -266,7 +279,8 @@ class HotPath(IndexedGroups):
                 _ONE if delta == 1 and type(delta) is int else bulk(_delta_arg(delta)),
                 compiled.rules_bulk,
             )
-        chunks += (work_head, bulk(repr(time.time())), work_tail)
+        if index:
+            chunks += (work_head, bulk(repr(time.time())), work_tail)
         return b"".join(chunks)
 
     def _hot_heads_of(self, group_id: str) -> _HotHeads:
