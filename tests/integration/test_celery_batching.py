@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,29 +140,54 @@ def test_acknowledged_only_after_applied_and_a_killed_batch_comes_back(dep: Depl
     assert _hits("a1") == 40
 
 
+#: kombu's Redis transport pops a message and records it as unacknowledged in a
+#: second step; a SIGKILL between the two loses that message. The batching worker
+#: consumes on two channels (its batch channel and the rest), each with its own
+#: pop in flight: at most one message per channel per kill (docs/reliability.md
+#: has the measured rate). RabbitMQ has no such window.
+REDIS_WINDOW_MESSAGES_PER_KILL = 2
+
+
 def test_sigkill_mid_stream_counts_each_event_once(dep: Deployment) -> None:
-    if dep.kind != "rabbitmq":
-        pytest.skip(
-            "the Redis broker's pop-then-record window can lose a message on SIGKILL "
-            "(see test_celery_e2e.KOMBU_REDIS_WINDOW); the held-batch test above covers it"
-        )
     groups = [f"s{i}" for i in range(4)]
     _add_hits(*groups)
     victim = dep.start_worker("victim")
     sent = 3000
-    for i in range(sent):
-        track.delay(groups[i % 4], {"k": 1})
 
     def total() -> float:
         return sum(_hits(g) for g in groups)
 
-    wait_until(lambda: total() > 0, 60, "the worker to start applying")
-    dep.kill(victim)
-    assert total() < sent, "the worker finished before it could be killed"
+    # The kill lands mid-stream: after the worker applied some of the first
+    # third, before the rest is even sent.
+    for i in range(sent):
+        if i == sent // 3:
+            wait_until(lambda: total() > 0, 60, "the worker to start applying")
+            dep.kill(victim)
+            at_kill = total()
+        track.delay(groups[i % 4], {"k": 1})
+    assert 0 < at_kill <= sent // 3
     dep.start_worker("rescuer")
-    wait_until(lambda: total() == sent, 180, f"all {sent} events after the kill")
+    if dep.kind == "rabbitmq":
+        wait_until(lambda: total() == sent, 180, f"all {sent} events after the kill")
+    else:
+        # A message lost in kombu's window never comes back: wait until the broker
+        # has nothing left to deliver (seen twice, half a second apart).
+        wait_until(
+            lambda: total() == sent or (_backlog(dep) == (0, 0) == _backlog_later(dep)),
+            180,
+            f"all {sent} events after the kill, or a drained broker",
+        )
     wait_until(lambda: _backlog(dep) == (0, 0), 60, "the queue to be empty and acknowledged")
-    assert total() == sent
+    observed = total()
+    print(f"{dep.kind}: sent {sent}, at kill {at_kill}, observed {observed}")
+    window = 0 if dep.kind == "rabbitmq" else REDIS_WINDOW_MESSAGES_PER_KILL
+    assert observed <= sent  # never counted twice
+    assert sent - observed <= window, f"{sent - observed} events lost (window {window})"
+
+
+def _backlog_later(dep: Deployment) -> tuple[int, int]:
+    time.sleep(0.5)  # a second look: a message between its pop and its unacked record
+    return _backlog(dep)
 
 
 def test_redelivered_message_counts_once(dep: Deployment) -> None:
