@@ -11,7 +11,9 @@ What one run measures, for both engines, on one Redis server:
 * warm events: events/s and per-event latency (p50/p90/p99/max) for
   1, 10 and 50 trackers per group x 1 and 10,000 groups x 1 and 2 worker
   processes, each cell bounded by ``--duration`` seconds; plus a variant in
-  which trackers complete a stage every 5th event (``loop_forever``);
+  which every event completes a stage of every tracker (target 5 with
+  ``loop_forever``: progress carries over, so from the 5th event on each
+  event completes the repeated last stage and fires an event);
 * Redis round trips per event, counted on the client (each redis-py request
   written and awaited; a pipeline is one) and, from ``INFO commandstats``
   deltas on the server, calls per event by command (for us: EVALSHA/EVAL and
@@ -1139,7 +1141,7 @@ def main() -> None:
             "duration_per_cell_s": duration,
             "event": EVENT,
             "trackers": "CountTracker(KeyValueEQ('status', 'active')); steady: target 1e12; "
-            "complete: target 5, loop_forever",
+            "complete: target 5, loop_forever (a stage completes on every event from the 5th)",
             "dictrack_store": "InMemoryDataStore (bench/dictrack_worker.py): dictrack's "
             "MongoDBDataStore needs a MongoDB; only the cache path is measured",
             "our_store": "MemoryDataStore",
