@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,14 @@ import pytest
 from celery_app import configure, runtime
 from cli.procs import celery_command
 from tasks import add_tracker, reset_due, track
-from tests.support.celery_env import Deployment, deployment, received, require, wait_until
+from tests.support.celery_env import (
+    Deployment,
+    deployment,
+    next_minute_boundary,
+    received,
+    require,
+    wait_until,
+)
 from tracking import CountTracker, KeyValueEQ, ResetPeriod
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -31,15 +37,6 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
     with deployment("embedded", tmp_path, sweep_interval_seconds=1.0) as deployed:
         configure(deployed.settings)
         yield deployed
-
-
-def _next_boundary(min_lead: float = 15.0) -> datetime:
-    """The next whole UTC minute at least ``min_lead`` seconds away."""
-    now = datetime.now(UTC)
-    boundary = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    if (boundary - now).total_seconds() < min_lead:
-        boundary += timedelta(minutes=1)
-    return boundary
 
 
 def _quest(group_id: str) -> list[tuple[float, bool]]:
@@ -55,7 +52,7 @@ def test_daily_reset_happens_once_at_the_boundary(dep: Deployment) -> None:
     # housekeeping lines, demoted to DEBUG by celery_app.quietlog.
     dep.start_worker(loglevel="DEBUG")
     dep.start("beat", celery_command("beat", "-l", "INFO"))
-    boundary = _next_boundary()
+    boundary = next_minute_boundary(min_lead=15.0)
     period = ResetPeriod("day", at=boundary.strftime("%H:%M"), timezone="UTC")
     quest = CountTracker("quest", [KeyValueEQ("kind", "win")], 2, reset_period=period)
     add_tracker.delay("p1", quest.to_spec())

@@ -35,7 +35,7 @@ from kombu.exceptions import OperationalError
 
 from celery_app import configure, runtime
 from tasks import track
-from tests.support.celery_env import Deployment, deployment, require, wait_until
+from tests.support.celery_env import FAST_REDELIVERY, Deployment, deployment, require, wait_until
 from tracking import CountTracker, KeyValueEQ
 
 pytestmark = [pytest.mark.redis]
@@ -155,13 +155,7 @@ def test_rabbitmq_stop_app_start_app_during_delay(tmp_path: Path) -> None:
 
 def test_embedded_redis_owner_restart_during_delay(tmp_path: Path) -> None:
     require("embedded")
-    with deployment(
-        "embedded",
-        tmp_path,
-        visibility_timeout_seconds=10,
-        retry_backoff_max_seconds=5,
-        broker_transport_options={"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
-    ) as dep:
+    with deployment("embedded", tmp_path, **FAST_REDELIVERY) as dep:
         configure(dep.settings)
         server = dep.embedded
         assert server is not None

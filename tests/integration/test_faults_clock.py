@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,15 @@ import pytest
 from celery_app import configure, runtime
 from cli.procs import celery_command, stop
 from tasks import expire_sweep, reset_due, track
-from tests.support.celery_env import REPO, Deployment, deployment, received, require, wait_until
+from tests.support.celery_env import (
+    REPO,
+    Deployment,
+    deployment,
+    next_minute_boundary,
+    received,
+    require,
+    wait_until,
+)
 from tracking import CountTracker, KeyValueEQ, ResetPeriod
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -56,14 +63,6 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
         yield deployed
 
 
-def _next_boundary(min_lead: float = 20.0) -> datetime:
-    now = datetime.now(UTC)
-    boundary = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    if (boundary - now).total_seconds() < min_lead:
-        boundary += timedelta(minutes=1)
-    return boundary
-
-
 def _events(dep: Deployment, code: str) -> list[dict[str, object]]:
     return [e for e in received(dep) if e["event"] == code]
 
@@ -83,7 +82,7 @@ def _send_jobs_twice() -> list[str]:
 
 def test_beat_twice_and_late_with_skewed_worker_clocks(dep: Deployment) -> None:
     manager = runtime.get_manager()
-    boundary = _next_boundary()
+    boundary = next_minute_boundary(min_lead=20.0)
     period = ResetPeriod("day", at=boundary.strftime("%H:%M"), timezone="UTC")
     manager.add_tracker(
         "p", CountTracker("quest", [KeyValueEQ("kind", "win")], 2, reset_period=period)

@@ -25,7 +25,7 @@ import pytest
 
 from celery_app import configure, runtime
 from tasks import track
-from tests.support.celery_env import Deployment, deployment, require, wait_until
+from tests.support.celery_env import FAST_REDELIVERY, Deployment, deployment, require, wait_until
 from tracking import CountTracker, KeyValueEQ
 
 pytestmark = [pytest.mark.redis]
@@ -36,15 +36,7 @@ EVENTS = 300
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Deployment]:
     require("redis")
-    with deployment(
-        "redis",
-        tmp_path,
-        visibility_timeout_seconds=10,
-        retry_backoff_max_seconds=5,
-        # Sweep for expired unacked messages every second (kombu's default
-        # for the prefork event loop is every 10 x 10 s).
-        broker_transport_options={"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
-    ) as dep:
+    with deployment("redis", tmp_path, **FAST_REDELIVERY) as dep:
         configure(dep.settings)
         yield dep
 

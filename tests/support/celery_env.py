@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,25 @@ MACHINE_REDIS_URL = os.environ.get("TRACKING_TEST_REDIS_URL") or (
     f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
 )
 HANDLERS = "tests.support.celery_handlers"
+
+#: Deployment settings under which a dead worker's messages come back within
+#: seconds on a Redis broker: a 10 s visibility timeout, and kombu sweeping for
+#: expired unacknowledged messages every second (its default for the prefork
+#: event loop is every 10 x 10 s); retries back off at most 5 s.
+FAST_REDELIVERY: dict[str, Any] = {
+    "visibility_timeout_seconds": 10,
+    "retry_backoff_max_seconds": 5,
+    "broker_transport_options": {"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
+}
+
+
+def next_minute_boundary(min_lead: float) -> datetime:
+    """The next whole UTC minute at least ``min_lead`` seconds away (calendar-reset tests)."""
+    now = datetime.now(UTC)
+    boundary = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if (boundary - now).total_seconds() < min_lead:
+        boundary += timedelta(minutes=1)
+    return boundary
 
 
 def port_open(host: str, port: int) -> bool:
