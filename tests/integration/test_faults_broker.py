@@ -40,22 +40,39 @@ from tracking import CountTracker, KeyValueEQ
 
 pytestmark = [pytest.mark.redis]
 
-EVENTS = 400
 OUTAGE_AFTER = 100  # events acknowledged before the broker goes away
+AFTER_OUTAGE = 100  # events acknowledged after it is back, before the caller stops
+MAX_EVENTS = 20_000  # a bound, never reached in a passing run
 OUTAGE_SECONDS = 3.0
 
 
 class Caller:
-    """Publishes EVENTS events, resending one with its event id until delay() returns."""
+    """Publishes events, resending one with its event id until delay() returns.
+
+    It keeps publishing until the outage is over (:attr:`outage_over` set)
+    and AFTER_OUTAGE more events were taken, so the outage always lands
+    mid-stream however slowly the broker goes down on a loaded machine.
+    """
 
     def __init__(self) -> None:
         self.acked = 0
         self.raised: list[BaseException] = []
         self.failure: BaseException | None = None
+        self.outage_over = threading.Event()
+        self.acked_when_over: int | None = None
+
+    def _done(self) -> bool:
+        if not self.outage_over.is_set():
+            return False
+        if self.acked_when_over is None:
+            self.acked_when_over = self.acked
+        return self.acked >= self.acked_when_over + AFTER_OUTAGE
 
     def run(self, deadline: float) -> None:
         try:
-            for index in range(EVENTS):
+            for index in range(MAX_EVENTS):
+                if self._done():
+                    return
                 while True:
                     try:
                         track.delay("g", {"kind": "hit"}, event_id=f"e{index}")
@@ -67,6 +84,7 @@ class Caller:
                         time.sleep(0.2)
                 self.acked += 1
                 time.sleep(0.005)  # a steady stream, so the outage lands mid-stream
+            raise AssertionError(f"the outage did not end within {MAX_EVENTS} events")
         except BaseException as exc:
             self.failure = exc
 
@@ -97,9 +115,10 @@ def _scenario(dep: Deployment, outage: Callable[[], None], allowed_loss: int = 0
         wait_until(lambda: caller.acked >= OUTAGE_AFTER, 120, "the first events to be published")
         outage()
     finally:
+        caller.outage_over.set()
         thread.join(300)
     assert caller.failure is None, f"the caller gave up: {caller.failure!r}"
-    assert caller.acked == EVENTS
+    sent = caller.acked
 
     def progress() -> float:
         try:
@@ -111,7 +130,7 @@ def _scenario(dep: Deployment, outage: Callable[[], None], allowed_loss: int = 0
         # Done when every event is applied, or when the broker holds nothing
         # more and the count is steady (the window lost one).
         def settled() -> bool:
-            if progress() == EVENTS:
+            if progress() == sent:
                 return True
             if not _drained(dep):
                 return False
@@ -121,14 +140,14 @@ def _scenario(dep: Deployment, outage: Callable[[], None], allowed_loss: int = 0
 
         wait_until(settled, 240, "the broker to drain")
     else:
-        wait_until(lambda: progress() == EVENTS, 240, f"all {EVENTS} events to be applied")
+        wait_until(lambda: progress() == sent, 240, f"all {sent} events to be applied")
     observed = progress()
-    assert EVENTS - allowed_loss <= observed <= EVENTS, f"{observed:g} of {EVENTS} applied"
+    assert sent - allowed_loss <= observed <= sent, f"{observed:g} of {sent} applied"
     # What the caller saw during the outage: a typed error from kombu.
     assert caller.raised, "no delay() call met the outage"
     assert all(isinstance(exc, OperationalError) for exc in caller.raised), caller.raised[:3]
     print(
-        f"{dep.kind}: {observed:g} of {EVENTS} applied, none twice; "
+        f"{dep.kind}: {observed:g} of {sent} applied, none twice; "
         f"delay() raised {len(caller.raised)} times"
     )
     return caller
