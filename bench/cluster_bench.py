@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/cluster_bench.py            # ~2 minutes
+    .venv/bin/python bench/cluster_bench.py            # ~10 minutes
     .venv/bin/python bench/cluster_bench.py --quick    # smaller counts
 
 One client thread calls ``TrackingManager.track`` (conditions evaluated in
@@ -23,6 +23,12 @@ and cluster so that the machine's background load hits both alike:
 * ``private``: a standalone ``redis-server`` of the same binary started for
   the run on a free port (no persistence, like the cluster's nodes), since
   the machine's Redis also serves other test runs;
+* ``private-replica``: another such server with a replica of its own
+  (``--replicaof``), so that both sides replicate every write: on this
+  machine the replicas share the client's and the primaries' cores, so
+  this is the like-for-like baseline for a cluster with replicas;
+* ``cluster-no-replicas``: a local cluster of three primaries and no
+  replica: the cluster's own cost, replication left out;
 * ``cluster-evalsha`` (hot scenario only): the cluster with the scripts
   called by EVALSHA instead of Redis Functions (FCALL).
 
@@ -121,16 +127,22 @@ class _Counter:
             del cache._hot_script
 
 
-def _start_private() -> tuple[str, subprocess.Popen[bytes]]:
-    """A standalone redis-server of our own on a free port (stopped by the caller)."""
+def _start_private(replica_of: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """A standalone redis-server of our own on a free port (stopped by the caller).
+
+    With ``replica_of`` (a port), a replica of that server, returned once its
+    link to the primary is up.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    extra = () if replica_of is None else ("--replicaof", "127.0.0.1", str(replica_of))
     proc = subprocess.Popen(
         [
             "redis-server",
             *("--port", str(port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no"),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -139,13 +151,21 @@ def _start_private() -> tuple[str, subprocess.Popen[bytes]]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            if redis.Redis.from_url(url).ping():
+            client = redis.Redis.from_url(url)
+            if replica_of is None and client.ping():
                 return url, proc
-        except redis.RedisError:
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise
-            time.sleep(0.05)
+            if replica_of is not None and client.info("replication")["master_link_status"] == "up":
+                return url, proc
+        except (redis.RedisError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise RuntimeError(f"redis-server on port {port} did not come up")
+        time.sleep(0.05)
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
 
 
 def run_once(url: str, scenario: str, events: int, groups: int, evalsha: bool) -> dict[str, Any]:
@@ -207,13 +227,18 @@ def main() -> None:
         args.groups, args.hot_events, args.many_events, args.repeats = 1000, 1000, 2000, 1
     load_start = os.getloadavg()
     cluster = LocalCluster().start()
+    bare_cluster = LocalCluster(replicas=0).start()
     private = _start_private()
+    replicated = _start_private()
+    replica = _start_private(replica_of=_port(replicated[0]))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
         backends = [
             ("standalone", args.redis_url, False),
             ("private", private[0], False),
+            ("private-replica", replicated[0], False),
             ("cluster", cluster.url, False),
+            ("cluster-no-replicas", bare_cluster.url, False),
         ]
         plan = [("hot", args.hot_events, [*backends, ("cluster-evalsha", cluster.url, True)])]
         plan.append(("many", args.many_events, backends))
@@ -225,8 +250,10 @@ def main() -> None:
                     print(scenario, name, one, flush=True)
     finally:
         cluster.stop()
-        private[1].terminate()
-        private[1].wait(timeout=30)
+        bare_cluster.stop()
+        for _, proc in (private, replica, replicated):
+            proc.terminate()
+            proc.wait(timeout=30)
     summary: dict[str, Any] = {}
     for scenario, sides in results.items():
         medians = {
@@ -236,6 +263,15 @@ def main() -> None:
             "median_events_per_s": medians,
             "cluster_over_standalone": round(medians["cluster"] / medians["standalone"], 3),
             "cluster_over_private": round(medians["cluster"] / medians["private"], 3),
+            # Like for like: both sides replicate every write to one replica
+            # (on the same cores here).
+            "cluster_over_private_with_replica": round(
+                medians["cluster"] / medians["private-replica"], 3
+            ),
+            # The cluster's own cost, replication left out on both sides.
+            "cluster_without_replicas_over_private": round(
+                medians["cluster-no-replicas"] / medians["private"], 3
+            ),
             "all_exact": all(r["exact_counts"] for runs in sides.values() for r in runs),
         }
         if "cluster-evalsha" in medians:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-NODES = 6
+PRIMARIES = 3
 NODE_TIMEOUT_MS = 1500
 
 
@@ -77,6 +77,9 @@ def _free_ports(count: int) -> list[int]:
 class LocalCluster:
     """A running local cluster; :meth:`start` it, :meth:`stop` it (idempotent)."""
 
+    #: Replicas per primary (three primaries): 1 for the tests, 0 for a benchmark
+    #: that separates the cost of replication from the cost of the cluster.
+    replicas: int = 1
     ports: list[int] = field(default_factory=list)
     directory: Path | None = None
     pids: dict[int, int] = field(default_factory=dict)
@@ -107,7 +110,7 @@ class LocalCluster:
 
     def _start(self, server: str, cli: str, timeout: float) -> None:
         assert self.directory is not None
-        self.ports = _free_ports(NODES)
+        self.ports = _free_ports(PRIMARIES * (1 + self.replicas))
         for port in self.ports:
             self._spawn(server, port)
         deadline = time.monotonic() + timeout
@@ -120,7 +123,7 @@ class LocalCluster:
                 "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
                 "--cluster-replicas",
-                "1",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
