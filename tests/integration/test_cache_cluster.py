@@ -381,6 +381,10 @@ def test_failover_keeps_what_was_flushed_and_the_stream_goes_on(
         assert final[group] >= flushed[group] + 20, group  # the stream went on (during+after)
     survivors = [g for node, v in by_node.items() if node != victim_name for g in v]
     assert all(final[g] == acked[g] for g in survivors)  # other shards lose nothing
+    # What asynchronous replication lost on the killed shard (reported, not
+    # asserted: it depends on the replication lag at the kill).
+    lost = sum(acked[g] - final[g] for g in stalled)
+    print(f"failover: {lost} of {5 * len(stalled)} acknowledged, unflushed events lost")
     cache.close()
 
 
