@@ -158,6 +158,51 @@ def test_missing_scripts_are_recovered(redis_url: str, redis_prefix: str, functi
         cache.close()
 
 
+def test_a_prefix_of_another_data_layout_is_refused(redis_url: str, redis_prefix: str) -> None:
+    """A cache records the data layout before its first write; a prefix that holds
+    another one (a release that changed it, sharing the prefix) is refused before
+    anything is written, on every call, even where that release's scripts are
+    loaded already, with an error that names the prefix and what to do."""
+    from tracking.cache.redis import _load_sources
+    from tracking.cache.redis.codec import LAYOUT_VERSION
+
+    client = redis_client(redis_url)
+    layout_key = f"{redis_prefix}:layout"
+    lib, bodies = _load_sources()
+    libraries: list[str] = []
+
+    def cache_with_unseen_scripts() -> RedisDataCache:
+        cache = RedisDataCache(redis_url, redis_prefix)
+        cache._set_sources(lib + f"\n-- {uuid.uuid4().hex}\n", bodies)
+        libraries.append(cache._library)
+        return cache
+
+    a = count_def("a", 10)
+    first = cache_with_unseen_scripts()
+    try:
+        version = first.install_group(G, [fresh(a)])
+        assert client.get(layout_key) in (str(LAYOUT_VERSION), str(LAYOUT_VERSION).encode())
+        client.set(layout_key, LAYOUT_VERSION + 1)  # what a later release would have written
+        for other in (cache_with_unseen_scripts(), RedisDataCache(redis_url, redis_prefix)):
+            # (the check is per cache: with or without a script load first)
+            with pytest.raises(CacheError, match=rf"holds data layout {LAYOUT_VERSION + 1}"):
+                other.apply(G, version, [TrackStep(a, 1)], "e1")
+            with pytest.raises(CacheError, match="TRACKING_KEY_PREFIX"):
+                other.install_group("g-new", [fresh(a)])
+            with pytest.raises(CacheError, match="holds data layout"):
+                other.apply_many([ApplyRequest(G, version, [TrackStep(a, 1)], "e2")])
+            other.close()
+        group = first.get_group(G)
+        assert group is not None and group.trackers["a"].state.progress == 0  # nothing written
+        assert first.get_group("g-new") is None
+    finally:
+        for library in libraries:
+            with contextlib.suppress(redis.ResponseError):
+                client.execute_command("FUNCTION", "DELETE", library)
+        client.delete(layout_key)
+        first.close()
+
+
 def test_connection_errors_are_cache_errors() -> None:
     cache = RedisDataCache("redis://127.0.0.1:1/0", "tunreachable")
     with pytest.raises(CacheError) as info:

@@ -476,6 +476,7 @@ class RedisDataCache(HotPath, DataCache, InspectedCache):
                     self._client.unlink(*batch)
         self._definitions.clear()
         self._compiled.clear()
+        self._layout_ok = False  # the layout key went too: record it again on the next write
 
     def close(self) -> None:
         self._close_connections()

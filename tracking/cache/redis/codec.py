@@ -14,6 +14,13 @@ from tracking.cache.base import ApplyOutcome, ApplyStatus, SeenEvent
 from tracking.engine import Fired
 from tracking.model import Number, TrackerDefinition, TrackerState, limiter_kind
 
+#: The version of what the cache keeps in Redis: key names, packed states,
+#: meta fields. Bump it with any change that code of the previous version
+#: would misread. Each cache records it under ``<prefix>:layout`` before its
+#: first write and refuses a prefix that holds another one (see
+#: ``ScriptRunner._guard_layout``).
+LAYOUT_VERSION = 1
+
 #: Group-level fields of the meta hash (see ``lua/lib.lua``).
 F_VERSION = "\x01v"
 F_DIRTY = "\x01d"

@@ -133,6 +133,7 @@ class HotPath(IndexedGroups):
                 )
             else:
                 keys = self._script_keys(group_id)
+                self._guard_layout()
                 with self._errors():
                     reply = self._router.run_packed(
                         keys[0],
@@ -178,6 +179,7 @@ class HotPath(IndexedGroups):
         """
         if self._router is not None:
             return self._apply_many_routed(requests)
+        self._guard_layout()
         calls = [
             (
                 self._script_keys(r.group_id),

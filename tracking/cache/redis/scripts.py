@@ -30,7 +30,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from tracking.cache.redis.cluster import ClusterRouter
-from tracking.cache.redis.codec import _s
+from tracking.cache.redis.codec import LAYOUT_VERSION, _s
 from tracking.errors import CacheError
 
 #: A command for :meth:`ScriptRunner._execute`: ``("script", name, keys, args)`` or
@@ -90,12 +90,14 @@ class ScriptRunner:
     """
 
     _client: redis.Redis | RedisCluster
+    key_prefix: str
 
     def _init_scripts(self, client: redis.Redis | RedisCluster) -> None:
         """Load the sources and prepare the per-thread hot connections."""
         self._client = client
         self._router = ClusterRouter(client) if isinstance(client, RedisCluster) else None
         self._set_sources(*_load_sources())
+        self._layout_ok = False
         self._local = threading.local()
         self._lock = threading.Lock()
         # weak: a finished thread's connection goes with its thread-local slot
@@ -178,6 +180,40 @@ class ScriptRunner:
                 self._load_scripts(each.redis_connection)
         return True
 
+    def _guard_layout(self) -> None:
+        """Before this instance's first write: record :data:`LAYOUT_VERSION` under the
+        prefix, or refuse a prefix that holds another one.
+
+        Called at the top of every path that sends commands which write
+        (scripts, pipelines, the hot path); after the first success it is an
+        attribute check. Per instance, not per server: a release of another
+        layout may have loaded its scripts on the same server for another
+        prefix. Releases from before this check wrote no layout key; their
+        layout is 1.
+        """
+        if self._layout_ok:
+            return
+        key = f"{self.key_prefix}:layout"
+        commands: list[tuple[Any, ...]] = [("SET", key, LAYOUT_VERSION, "NX"), ("GET", key)]
+        with self._errors():
+            if self._router is not None:
+                found = self._router.run([(key, c) for c in commands], self._recoverable)[1]
+            else:
+                pipe = self._server().pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                found = pipe.execute()[1]
+        if isinstance(found, Exception):
+            raise CacheError(f"Redis cache error: {found}")
+        if found is None or _s(found) != str(LAYOUT_VERSION):
+            raise CacheError(
+                f"Redis cache error: key prefix {self.key_prefix!r} holds data layout "
+                f"{_s(found) if found is not None else 'unknown'} (key {key}); this release "
+                f"reads and writes layout {LAYOUT_VERSION}. Run it under another "
+                "TRACKING_KEY_PREFIX after draining the old one (docs/deploy.md, Upgrades)"
+            )
+        self._layout_ok = True
+
     def _load_scripts(self, client: redis.Redis) -> None:
         """Load the library (or, without Redis Functions, every script) on one server."""
         with self._errors():
@@ -204,6 +240,7 @@ class ScriptRunner:
         between nodes (see :mod:`tracking.cache.redis.cluster`).
         """
         assert self._router is not None
+        self._guard_layout()
         pairs: list[tuple[Any, Sequence[Any]]] = []
         for command in commands:
             if command[0] == "script":
@@ -243,6 +280,7 @@ class ScriptRunner:
         """
         if self._router is not None:
             return self._routed(commands, transaction=transaction)
+        self._guard_layout()
         with self._errors():
             for attempt in range(3):
                 pipe = self._server().pipeline(transaction=transaction)
@@ -280,6 +318,7 @@ class ScriptRunner:
         """``commands`` (one slot) in one MULTI/EXEC, then ``WAIT replicas timeout_ms`` on the
         same connection (one round trip); the results and how many replicas acknowledged."""
         wait = ("WAIT", replicas, timeout_ms)
+        self._guard_layout()
         if self._router is not None:
             pairs = [(c[1], c) for c in commands]
             with self._errors():
@@ -310,6 +349,7 @@ class ScriptRunner:
         (a forked child opens its own); any error other than an error
         reply drops it, so the next call reconnects.
         """
+        self._guard_layout()
         conn = self._raw_connection()
         local = self._local
         for attempt in range(3):
@@ -339,6 +379,7 @@ class ScriptRunner:
         """Run one script as a single command (no pipeline object)."""
         if self._router is not None:
             return self._routed([("script", name, keys, args)])[0]
+        self._guard_layout()
         with self._errors():
             for attempt in range(3):
                 try:
