@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/cluster_bench.py            # ~10 minutes
+    .venv/bin/python bench/cluster_bench.py            # ~14 minutes
     .venv/bin/python bench/cluster_bench.py --quick    # smaller counts
 
 One client thread calls ``TrackingManager.track`` (conditions evaluated in
