@@ -155,6 +155,24 @@ def show(
             )
         console.print(table)
         console.print(source, markup=False, highlight=False)
+        if not trackers:
+            hint = _demo_hint(group_id)
+            if hint:
+                console.print(hint, markup=False, highlight=False)
+
+
+def _demo_hint(group_id: str) -> str | None:
+    """Where a demo group lives, when ``show`` found nothing under the settings."""
+    from cli import demo  # noqa: PLC0415 - only on this path
+
+    root = demo.last_demo_dir()
+    if group_id not in demo.GROUPS or demo.read_marker(root) is None:
+        return None
+    return (
+        f"{group_id} is a group of tracking demo, which keeps its own data: "
+        f"TRACKING_DATA_DIR={root} TRACKING_KEY_PREFIX={demo.KEY_PREFIX} "
+        f"tracking show {group_id} (or tracking dashboard --demo)"
+    )
 
 
 class Policy(enum.StrEnum):

@@ -121,3 +121,14 @@ def test_a_broken_marker_is_no_demo(tmp_path: Path) -> None:
     assert demo_files.read_marker(tmp_path) is None
     (tmp_path / demo_files.MARKER_FILE).write_text('{"key_prefix": 3}')
     assert demo_files.read_marker(tmp_path) is None
+
+
+def test_show_points_at_the_demo_for_a_demo_group(user: dict[str, Path]) -> None:
+    from cli.admin import _demo_hint
+
+    assert _demo_hint("alice") is None  # no demo ran
+    _ran_demo(user["demo"])
+    hint = _demo_hint("alice")
+    assert hint is not None
+    assert f"TRACKING_DATA_DIR={user['demo']} TRACKING_KEY_PREFIX=demo tracking show alice" in hint
+    assert _demo_hint("user-42") is None  # not a demo group
