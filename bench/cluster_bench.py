@@ -142,6 +142,10 @@ def _start_private(replica_of: int | None = None) -> tuple[str, subprocess.Popen
             "redis-server",
             *("--port", str(port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no"),
+            # Replication straight over the socket on both ends: no dump.rdb
+            # is written into the working directory.
+            *("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"),
+            *("--repl-diskless-load", "on-empty-db"),
             *extra,
         ],
         stdout=subprocess.DEVNULL,
