@@ -17,6 +17,13 @@ them and any other task sent to this queue by mistake runs as usual.
 
 The step is active only when the worker was asked to consume
 ``tracking.batch`` (the default: every queue; ``-Q`` chooses).
+
+Consuming starts only when the worker's event loop is up, as for Celery's
+own task consumer: a broker pushes a backlog the moment a queue is
+consumed, and any blocking broker call made while the worker is still
+starting (the remote-control step declares its exchange) delivers it. A
+full batch handed to the prefork pool before the pool was wired to the
+event loop used to stop the worker with "Unrecoverable error".
 """
 
 from __future__ import annotations
@@ -45,6 +52,21 @@ class BatchQueueConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]  # Celer
             # not consume this queue at the worker-wide prefetch.
             queues.deselect([QUEUE_TRACK_BATCH])
         self.parent = parent
+
+    def start(self, c: Any) -> None:
+        """Open the channel and build the consumer; consume now only without an event loop."""
+        channel = c.connection.channel()
+        self.consumers = self.get_consumers(channel)
+        if c.hub is None:  # the blocking loop: the pool takes work at once
+            self._consume()
+
+    def register_with_event_loop(self, c: Any, hub: Any) -> None:
+        """Called by Celery once the pool is on the event loop (on every consumer restart)."""
+        self._consume()
+
+    def _consume(self) -> None:
+        for consumer in self.consumers or []:
+            consumer.consume()  # kombu skips queues it already consumes
 
     def get_consumers(self, channel: Any) -> list[Any]:
         """One kombu consumer on the batch queue, this channel's prefetch set first."""

@@ -140,6 +140,27 @@ def test_acknowledged_only_after_applied_and_a_killed_batch_comes_back(dep: Depl
     assert _hits("a1") == 40
 
 
+def test_a_worker_starting_on_a_backlog_of_full_batches_stays_up(dep: Deployment) -> None:
+    """Messages delivered while the worker is still starting wait for its pool.
+
+    The broker pushes a backlog as soon as the batch queue is consumed; a full
+    batch that reached the pool before the pool was wired to the event loop
+    used to stop the worker ("Unrecoverable error").
+    """
+    _add_hits("b1")
+    backlog = 3 * dep.settings.batch_size
+    for round_ in (1, 2):
+        for _ in range(backlog):
+            track.delay("b1", {"k": 1})
+        worker = dep.start_worker(f"late{round_}")
+        expected = round_ * backlog
+        wait_until(lambda: _hits("b1") == expected, 120, f"round {round_}'s backlog")  # noqa: B023
+        assert worker.poll() is None, dep.log(f"late{round_}")[-3000:]
+        assert "Unrecoverable error" not in dep.log(f"late{round_}")
+        dep.stop(worker)
+    assert _hits("b1") == 2 * backlog
+
+
 #: kombu's Redis transport pops a message and records it as unacknowledged in a
 #: second step; a SIGKILL between the two loses that message. The batching worker
 #: consumes on two channels (its batch channel and the rest), each with its own

@@ -159,7 +159,8 @@ class Deployment:
             procs.worker_command(
                 name=full_name, concurrency=concurrency, pool=pool, loglevel=loglevel
             ),
-            env={**self.env, **(extra_env or {})},
+            # A crash in native code leaves its Python traceback in the log.
+            env={"PYTHONFAULTHANDLER": "1", **self.env, **(extra_env or {})},
             log=log,
             cwd=REPO,
             new_session=True,
@@ -171,7 +172,9 @@ class Deployment:
             60,
             f"worker {name} to be ready ({log})",
         )
-        assert proc.poll() is None, f"worker {name} exited:\n{_read(log)[-3000:]}"
+        assert proc.poll() is None, (
+            f"worker {name} exited with {proc.returncode}:\n{_read(log)[-3000:]}"
+        )
         return proc
 
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Any:
@@ -211,6 +214,11 @@ class Deployment:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> int:
+        """Warm-stop one process started here; its exit code."""
+        self.procs.remove(proc)
+        return procs.stop(proc)
 
     def stop_all(self) -> None:
         """Warm-stop every process started here (SIGKILL after 45 s)."""
