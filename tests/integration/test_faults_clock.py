@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from celery_app import configure, runtime
-from cli.procs import celery_command, stop
+from cli.procs import celery_command
 from tasks import expire_sweep, reset_due, track
 from tests.support.celery_env import (
     REPO,
@@ -105,8 +105,7 @@ def test_beat_twice_and_late_with_skewed_worker_clocks(dep: Deployment) -> None:
     assert quest() == [(2, True)]
     assert dep.redis().hexists(state_key, "promo")
     assert _events(dep, "RESET") == [] and _events(dep, "EXPIRED") == []
-    dep.procs.remove(ahead)
-    stop(ahead)
+    dep.stop(ahead)
 
     # Phase 2: a clock 5 minutes behind; two beats (every job twice), one late.
     dep.start_worker("behind", loglevel="DEBUG", extra_env=_skewed(-SKEW))
